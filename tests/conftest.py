@@ -1,0 +1,78 @@
+"""Shared fixtures: tiny random models of several architectures, real data paths."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+ARCHS = {
+    "bert": ("BertConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                                max_position_embeddings=128)),
+    "roberta": ("RobertaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, max_position_embeddings=130, pad_token_id=0)),
+    "gpt2": ("GPT2Config", dict(n_embd=32, n_layer=2, n_head=2, n_positions=128)),
+    "llama": ("LlamaConfig", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                                  intermediate_size=64, max_position_embeddings=128)),
+}
+
+
+def make_tiny_model(arch: str, folder: Path) -> Path:
+    """A random model of `arch` with the built-in model's WordPiece tokenizer (30522 tokens)."""
+    import torch
+    import transformers
+    from transformers import AutoModel, AutoTokenizer
+
+    from tunesmith.models.registry import resolve
+
+    if (folder / "config.json").exists():
+        return folder
+    tok = AutoTokenizer.from_pretrained(resolve("minilm"))
+    if arch in ("gpt2", "llama"):
+        tok.eos_token = tok.sep_token
+        tok.bos_token = tok.cls_token
+    cls_name, kw = ARCHS[arch]
+    ids = dict(vocab_size=tok.vocab_size, pad_token_id=tok.pad_token_id, eos_token_id=tok.sep_token_id,
+               bos_token_id=tok.cls_token_id)
+    config = getattr(transformers, cls_name)(**{**ids, **kw})
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    return {a: make_tiny_model(a, root / a) for a in ARCHS}
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED.exists(), f"shared data not found at {SHARED}"
+    return SHARED
+
+
+def write_csv(path: Path, rows: list[dict]) -> Path:
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def toy_csv(tmp_path) -> Path:
+    """120 short texts, 3 classes, separable by keywords: tiny models can learn it in seconds."""
+    words = {"billing": ["invoice", "charge", "refund", "payment"], "shipping": ["parcel", "delivery", "courier", "tracking"],
+             "login": ["password", "account", "locked", "signin"]}
+    rows = []
+    for i in range(40):
+        for label, ws in words.items():
+            rows.append({"text": f"my {ws[i % 4]} problem number {i} {ws[(i + 1) % 4]}", "label": label})
+    return write_csv(tmp_path / "toy.csv", rows)
