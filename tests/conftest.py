@@ -66,8 +66,7 @@ def write_csv(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-@pytest.fixture
-def toy_csv(tmp_path) -> Path:
+def toy_rows() -> list[dict]:
     """120 short texts, 3 classes, separable by keywords: tiny models can learn it in seconds."""
     words = {"billing": ["invoice", "charge", "refund", "payment"], "shipping": ["parcel", "delivery", "courier", "tracking"],
              "login": ["password", "account", "locked", "signin"]}
@@ -75,4 +74,21 @@ def toy_csv(tmp_path) -> Path:
     for i in range(40):
         for label, ws in words.items():
             rows.append({"text": f"my {ws[i % 4]} problem number {i} {ws[(i + 1) % 4]}", "label": label})
-    return write_csv(tmp_path / "toy.csv", rows)
+    return rows
+
+
+@pytest.fixture
+def toy_csv(tmp_path) -> Path:
+    return write_csv(tmp_path / "toy.csv", toy_rows())
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_models, tmp_path_factory):
+    """One finished classifier run (tiny BERT, toy data, 1 epoch) shared by merge/export/serve tests.
+    Tests must not modify it: copy it first."""
+    import tunesmith
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    data = write_csv(root / "toy.csv", toy_rows())
+    return tunesmith.train(str(data), model=str(tiny_models["bert"]), epochs=1, lr=1e-3, batch_size=16, seed=0,
+                           out=str(root / "run"), audit=False, baselines=False)

@@ -1,6 +1,7 @@
 """The Python API. The CLI is a thin layer over these functions."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -26,11 +27,16 @@ def _say(on_event, msg):
 
 
 def device_for() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():  # one GPU per process under --nproc / accelerate launch
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
-def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None):
-    """Load train/test, decide the task, split train/validation/test. Test is never used for choices."""
+def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None, with_test: bool = True):
+    """Load train/test, decide the task, split train/validation/test. Test is never used for choices.
+
+    with_test=False (tunesmith tune) leaves the test file unread and returns test=None; train and
+    validation are the same rows as with it."""
     loaded = load_examples(recipe.train, recipe.text_column, recipe.label_column, recipe.task)
     task = loaded.task
     for why, n in loaded.dropped.items():
@@ -43,7 +49,9 @@ def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None):
     if len(labels) < 2:
         raise TunesmithError(f"{recipe.train}: column '{loaded.label_column}' has a single class "
                              f"({labels[0] if labels else 'none'}); a classifier needs at least two")
-    if recipe.test:
+    if recipe.test and not with_test:
+        train, test = ex, None
+    elif recipe.test:
         t = load_examples(recipe.test, recipe.text_column or loaded.text_column,
                           recipe.label_column or loaded.label_column, task)
         test = t.examples
@@ -64,9 +72,16 @@ def _fingerprints(recipe: Recipe) -> dict:
 
 
 def train(train_path: str | None = None, *, config: str | None = None, resume: bool = False,
-          overwrite: bool = False, on_event=None, stop=None, **settings) -> Run:
-    """Fine-tune and evaluate. Returns the Run (path, metrics, recipe). Settings are Recipe fields."""
-    on_event = on_event or (lambda *a, **k: None)
+          overwrite: bool = False, on_event=None, stop=None, prepared=None, memo: dict | None = None,
+          **settings) -> Run:
+    """Fine-tune and evaluate. Returns the Run (path, metrics, recipe). Settings are Recipe fields.
+
+    `prepared` (prepare_data(..., with_test=False)) and `memo` (a dict for token ids) let tunesmith
+    tune share data across trials; with a prepared test of None, nothing is measured on test."""
+    from tunesmith.train import distributed
+
+    main = distributed.is_main()  # under --nproc only rank 0 reports and writes the run folder
+    on_event = (on_event or (lambda *a, **k: None)) if main else (lambda *a, **k: None)
     t_start = time.perf_counter()
     if config:
         recipe = load_recipe(config, train=train_path, **settings)
@@ -81,52 +96,128 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
 
         return train_sft(recipe, resume=resume, overwrite=overwrite, on_event=on_event, stop=stop)
 
-    task_name, labels, tr, va, te, loaded = prepare_data(recipe, on_event)
+    task_name, labels, tr, va, te, loaded = prepared or prepare_data(recipe, on_event)
+    audit_report = None
+    if recipe.audit and prepared is None and main:  # tune audits once, not per trial
+        from tunesmith.audit.training import audit_for_training
+
+        audit_report = audit_for_training(recipe, task_name, loaded, tr, va, te, on_event)
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)
     recipe = recipe.model_copy(update={"out": str(out), "task": task_name,
                                        "text_column": loaded.text_column, "label_column": loaded.label_column})
     task = get_task(task_name, labels)
+    if recipe.slice_column and te is not None:  # a typo in the column name fails now, not after training
+        from tunesmith.evaluate.slices import slice_values
+
+        slice_values(te.frame, recipe.slice_column, recipe.test or recipe.train)
+    # Seed before loading: the new classification head (and LoRA matrices) are drawn from the global RNG.
+    from transformers import set_seed
+
+    set_seed(recipe.seed)
     model, tok, model_path = load_classifier(recipe.model, labels, task_name)
     max_length = resolve_max_length(recipe.max_length, model.config, tok, recipe.model)
     recipe = recipe.model_copy(update={"max_length": max_length})
     device = device_for()
     bf16 = use_bf16(recipe.bf16, device)
-    prepare_out(out, overwrite, resume)
+    if main:
+        prepare_out(out, overwrite, resume)
+        if audit_report is not None:
+            write_json(out / "audit.json", audit_report.to_dict())
     provenance = {"versions": versions(), "data": _fingerprints(recipe), "model_path": model_path,
                   "device": device.type, "bf16": bf16,
-                  "rows": {"train": len(tr), "validation": len(va) if va else 0, "test": len(te)}}
-    write_recipe(out, recipe, provenance)
-    _say(on_event, f"{len(tr)} train / {len(va) if va else 0} validation / {len(te)} test rows, "
+                  "rows": {"train": len(tr), "validation": len(va) if va else 0, "test": len(te) if te else 0}}
+    if main:
+        write_recipe(out, recipe, provenance)
+    _say(on_event, f"{len(tr)} train / {len(va) if va else 0} validation / {len(te) if te else 0} test rows, "
                    f"{len(labels)} labels, model {recipe.model}, strategy {recipe.strategy}, "
                    f"{'bf16' if bf16 else 'fp32'} on {device.type}")
 
+    baseline_metrics, baseline_preds = {}, {}
+    if recipe.baselines and te is not None and main:  # on the untouched model, before any weight moves
+        from tunesmith.evaluate import baselines
+
+        baseline_metrics, baseline_preds = baselines.for_run(recipe, task, tr, te, model.config, max_length, on_event)
     model = strategies.apply(model, recipe.strategy, recipe)
-    split = lambda ex: Split(encode(tok, ex.texts, max_length), task.targets(ex.labels))
-    train_split, val_split, test_split = split(tr), (split(va) if va else None), split(te)
+    def split(ex, name):
+        key = (model_path, max_length, name)  # same model and length: same token ids
+        ids = memo[key] if memo is not None and key in memo else encode(tok, ex.texts, max_length)
+        if memo is not None:
+            memo[key] = ids
+        return Split(ids, task.targets(ex.labels))
+
+    train_split, val_split = split(tr, "train"), (split(va, "validation") if va else None)
+    test_split = split(te, "test") if te else None
     result = fit(model, task, train_split, val_split, recipe, pad_id=tok.pad_token_id, device=device,
                  bf16=bf16, ckpt_dir=out / "checkpoint", resume=resume, on_event=on_event, stop=stop)
+    if not main:
+        return Run(out, {}, recipe.model_dump(mode="json"))
 
-    merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    if merged is not model:
+    merged = model
+    if hasattr(model, "merge_and_unload"):  # LoRA: the adapter first (merging unwraps its modules)
         model.save_pretrained(out / "adapter")
+        merged = model.merge_and_unload()
     merged.save_pretrained(out / "model")
     tok.save_pretrained(out / "model")
 
     metrics = {"task": task_name, "labels": labels}
-    test_m, test_loss, test_logits = evaluate_split(merged, task, test_split, tok.pad_token_id,
-                                                    recipe.batch_size * 2, bf16, device)
-    metrics["test"] = {**test_m, "loss": test_loss}
+    if audit_report is not None:
+        metrics["audit"] = audit_report.summary()
+    if test_split is not None:
+        test_m, test_loss, test_logits = evaluate_split(merged, task, test_split, tok.pad_token_id,
+                                                        recipe.batch_size * 2, bf16, device)
+        metrics["test"] = {**test_m, "loss": test_loss}
     if val_split is not None:
-        vm, vloss, _ = evaluate_split(merged, task, val_split, tok.pad_token_id, recipe.batch_size * 2, bf16, device)
+        vm, vloss, val_logits = evaluate_split(merged, task, val_split, tok.pad_token_id, recipe.batch_size * 2,
+                                               bf16, device)
         metrics["validation"] = {**vm, "loss": vloss}
     metrics.update({"history": result.history, "best_epoch": result.best_epoch,
                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 3),
                     "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
                     "wall_seconds": round(time.perf_counter() - t_start, 3)})
+    if test_split is None:  # a tune trial: validation only, the test split stays unread
+        write_json(out / "metrics.json", metrics)
+        on_event("done", out=str(out), test=None)
+        return Run(out, metrics, recipe.model_dump(mode="json"))
+    _measure(metrics, recipe, task, merged, tok, te, test_split, test_logits,
+             val_split, val_logits if val_split is not None else None, baseline_metrics, baseline_preds, max_length)
     write_json(out / "metrics.json", metrics)
     np.save(out / "checkpoint" / "test_logits.npy", test_logits)
+    _save_temperature(out / "model", metrics["calibration"])
+    from tunesmith.report import write_report
+
+    write_report(out)
     on_event("done", out=str(out), test=metrics["test"])
     return Run(out, metrics, recipe.model_dump(mode="json"))
+
+
+def _measure(metrics, recipe, task, model, tok, te, test_split, test_logits, val_split, val_logits,
+             baseline_metrics, baseline_preds, max_length) -> None:
+    """Intervals, comparison with the best baseline, calibration, slices, retention, verdict."""
+    from tunesmith.evaluate import retention
+    from tunesmith.evaluate.analysis import analyse
+    from tunesmith.evaluate.slices import slice_values
+    from tunesmith.evaluate.verdict import verdict
+
+    slices = slice_values(te.frame, recipe.slice_column, recipe.test or recipe.train) if recipe.slice_column else None
+    extra = analyse(task, test_split.targets.numpy(), test_logits,
+                    y_val=val_split.targets.numpy() if val_split is not None else None, val_logits=val_logits,
+                    baseline_metrics=baseline_metrics, baseline_preds=baseline_preds, history=metrics["history"],
+                    slice_values=slices, slice_column=recipe.slice_column, seed=recipe.seed)
+    metrics["test"]["ci95"] = extra.pop("ci95")
+    metrics["baselines"] = baseline_metrics
+    metrics.update(extra)
+    metrics["retention"] = retention.for_run(recipe, model, tok, te.texts, max_length)
+    metrics["verdict"] = verdict(metrics)
+
+
+def _save_temperature(model_dir: Path, calibration: dict) -> None:
+    """The fitted temperature travels with the model folder (tunesmith.json next to config.json)."""
+    import json
+
+    f = model_dir / "tunesmith.json"
+    doc = json.loads(f.read_text()) if f.exists() else {}
+    doc["temperature"] = calibration.get("temperature", 1.0)
+    write_json(f, doc)
 
 
 def _load_for_inference(run: Run):

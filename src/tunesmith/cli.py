@@ -98,12 +98,26 @@ def train(
     slice_column: Optional[str] = typer.Option(None, help="test column to report metrics per slice"),
     retention_data: Optional[Path] = typer.Option(None, help="sentence pairs with scores (STS-B style)"),
     strict: bool = typer.Option(False, help="refuse to train while the audit finds errors"),
+    prompt_column: Optional[str] = typer.Option(None, help="sft: column holding the prompt"),
+    response_column: Optional[str] = typer.Option(None, help="sft: column holding the response"),
+    train_on_prompt: bool = typer.Option(False, help="sft: put loss on prompt tokens too"),
+    overflow: Optional[str] = typer.Option(None, help="sft: rows over --max-length: drop | truncate (prompt side)"),
+    packing: bool = typer.Option(False, help="sft: pack short examples into full rows"),
+    gradient_checkpointing: bool = typer.Option(False, help="trade compute for memory"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="sft: generation limit in evaluation"),
+    eval_generations: Optional[int] = typer.Option(None, help="sft: held-out prompts generated before/after"),
+    few_shot_k: Optional[int] = typer.Option(None, help="sft: examples in the retrieval few-shot baseline"),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/<time>-<name>)"),
     overwrite: bool = typer.Option(False, help="replace an existing run folder"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
     config: Optional[Path] = typer.Option(None, help="recipe.yaml to re-run (flags override it)"),
+    nproc: int = typer.Option(1, min=1, help="data-parallel processes (DDP: one per GPU, or gloo on CPU)"),
 ):
     """Fine-tune a model on labelled texts and measure it."""
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from tunesmith.train.distributed import launch
+
+        raise typer.Exit(launch(nproc))  # the same command, once per process
     from tunesmith import api
 
     settings = dict(test=test, model=model, strategy=strategy, task=task, text_column=text_column,
@@ -112,7 +126,10 @@ def train(
                     label_smoothing=label_smoothing, scheduler=scheduler, seed=seed, patience=patience,
                     val_fraction=val_fraction, bf16=bf16, lora_r=lora_r, lora_alpha=lora_alpha,
                     slice_column=slice_column, retention_data=retention_data, out=out,
-                    strict=strict or None)
+                    strict=strict or None, prompt_column=prompt_column, response_column=response_column,
+                    train_on_prompt=train_on_prompt or None, overflow=overflow, packing=packing or None,
+                    gradient_checkpointing=gradient_checkpointing or None, max_new_tokens=max_new_tokens,
+                    eval_generations=eval_generations, few_shot_k=few_shot_k)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if v is not None}
     reporter = ProgressReporter()
     try:
@@ -121,6 +138,14 @@ def train(
     finally:
         reporter.close()
     m = run.metrics
+    if not m:  # not rank 0 of a --nproc run: rank 0 prints
+        return
+    if m.get("task") == "sft":
+        from tunesmith.tasks.sft import summary
+
+        out_console.print(summary(m), highlight=False, markup=False)
+        out_console.print(f"run folder: {run.path}  ({m.get('train_tokens_per_second', 0):.0f} train tokens/s)")
+        return
     cols = ("accuracy", "macro_f1") if m.get("task") != "multilabel" else ("micro_f1", "macro_f1", "subset_accuracy")
     rows = {name: b for name, b in m.get("baselines", {}).items() if isinstance(b, dict)}
     rows["fine-tuned"] = m.get("test", {})
@@ -129,6 +154,31 @@ def train(
         out_console.print(m["verdict"])
     out_console.print(f"run folder: {run.path}  ({m.get('train_samples_per_second', 0):.0f} train samples/s, "
                       f"{m.get('wall_seconds', 0):.0f}s wall)")
+
+
+@app.command()
+def audit(
+    data: Path = typer.Argument(..., help="training data: CSV, TSV, JSONL or Parquet"),
+    test: Optional[Path] = typer.Option(None, help="test data: checked for leakage from train"),
+    validation: Optional[Path] = typer.Option(None, help="validation data: checked for leakage into test"),
+    model: str = typer.Option("minilm", help="model whose tokenizer and embeddings the audit uses"),
+    max_length: Optional[int] = typer.Option(None, help="tokens per text in training (default min(model, 128))"),
+    text_column: Optional[str] = typer.Option(None),
+    label_column: Optional[str] = typer.Option(None),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the full report as JSON"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="write a self-contained HTML report"),
+    fix: Optional[Path] = typer.Option(None, help="write a cleaned copy of the training data here"),
+    overwrite: bool = typer.Option(False, help="replace existing --json/--html/--fix files"),
+    strict: bool = typer.Option(False, help="exit 1 when a check has severity error (for CI)"),
+):
+    """Check training data for what would silently ruin a fine-tune, before training."""
+    from tunesmith.audit.cli import run_audit_command
+
+    code = run_audit_command(data, test=test, validation=validation, model=model, max_length=max_length,
+                             text_column=text_column, label_column=label_column, json_out=json_out,
+                             html_out=html_out, fix=fix, overwrite=overwrite, strict=strict,
+                             console=console, out_console=out_console)
+    raise typer.Exit(code)
 
 
 @app.command()
@@ -164,12 +214,156 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
 
 
 @app.command()
+def report(run: Path = typer.Argument(..., help="run folder")):
+    """Write report.html and MODEL_CARD.md into a finished run folder."""
+    from tunesmith.report import write_report
+
+    page, card = write_report(run)
+    out_console.print(f"wrote {page} and {card}")
+
+
+@app.command()
+def generate(run: Path = typer.Argument(..., help="instruction-tuned run folder"),
+             prompt: list[str] = typer.Option(..., help="prompt to answer (repeat for several)"),
+             max_new_tokens: Optional[int] = typer.Option(None)):
+    """Answer prompts with an instruction-tuned (--task sft) run."""
+    from tunesmith.tasks.sft import Generator
+
+    g = Generator(run)
+    for p in prompt:
+        r = g.reply([{"role": "user", "content": p}], max_new_tokens)
+        out_console.print(r["text"] if r["stopped"] else r["text"] + " [… token limit]", highlight=False, markup=False)
+
+
+@app.command()
+def chat(run: Path = typer.Argument(..., help="instruction-tuned run folder"),
+         max_new_tokens: Optional[int] = typer.Option(None)):
+    """Talk to an instruction-tuned run; reads one message per line from stdin, empty line or EOF ends."""
+    from tunesmith.tasks.sft import Generator
+
+    g, turns = Generator(run), []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            console.print("[bold]you>[/bold] ", end="")
+        line = sys.stdin.readline()
+        if not line.strip():
+            break
+        turns.append({"role": "user", "content": line.strip()})
+        r = g.reply(turns, max_new_tokens)
+        turns.append({"role": "assistant", "content": r["text"]})
+        out_console.print(r["text"], highlight=False, markup=False)
+
+
+@app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          overwrite: bool = typer.Option(True, help="replace an earlier demo run")):
     """Fine-tune the built-in model on the shipped example tickets and show before/after."""
     from tunesmith.demo import run_demo
 
     run_demo(out, overwrite, ProgressReporter(), out_console)
+
+
+@app.command()
+def merge(more: Optional[list[str]] = typer.Argument(None, help="more tuned run folders (after --tuned)"),
+          base: Optional[str] = typer.Option(None, help="the model the runs were tuned from (minilm, folder)"),
+          tuned: Optional[list[str]] = typer.Option(None, help="tuned run folder (repeat, or list after it)"),
+          method: str = typer.Option("linear", help="linear | slerp | task_arithmetic | ties"),
+          weight: float = typer.Option(0.5, help="how far from the base: 0 = base, 1 = tuned"),
+          sweep: Optional[str] = typer.Option(None, help="START:STOP:STEP weights to evaluate, e.g. 0:1:0.1"),
+          density: Optional[float] = typer.Option(None, help="ties: share of each task vector kept (default 0.5)"),
+          eval: Optional[Path] = typer.Option(None, "--eval", help="labelled task data to score the merge"),
+          retention_data: Optional[Path] = typer.Option(None, help="STS pairs (sentence1, sentence2, score)"),
+          config: Optional[Path] = typer.Option(None, help="mergekit-style YAML instead of the flags above"),
+          out: Path = typer.Option(..., help="new run folder"),
+          overwrite: bool = typer.Option(False, help="replace an existing run folder")):
+    """Merge fine-tuned runs with their base (WiSE-FT, SLERP, task arithmetic, TIES)."""
+    from tunesmith.merge import run as merge_run
+    from tunesmith.merge.spec import from_flags, from_yaml
+    from tunesmith.merge.sweep import parse_sweep
+
+    if config:
+        spec = from_yaml(config)
+    elif not base:
+        raise TunesmithError("merge needs --base MODEL and --tuned RUN (or --config merge.yaml)")
+    else:
+        spec = from_flags(method, base, list(tuned or []) + list(more or []), weight, density)
+    run = merge_run.merge(spec, out, weights=parse_sweep(sweep) if sweep else None,
+                          eval_data=str(eval) if eval else None,
+                          retention_data=str(retention_data) if retention_data else None,
+                          overwrite=overwrite, on_event=ProgressReporter())
+    rows = run.metrics.get("sweep", {}).get("rows", [])
+    if rows:
+        t = Table(title=f"{run.metrics['merge']['method']} sweep (* = chosen)")
+        for c in rows[0]:
+            if c != "chosen":
+                t.add_column(c, justify="right")
+        for r in rows:
+            t.add_row(*[(f"{v:.4f}" if isinstance(v, float) and k != "weight" else f"{v:g}" + ("*" if r["chosen"] else ""))
+                        for k, v in r.items() if k != "chosen"])
+        out_console.print(t)
+    out_console.print(f"merged run folder: {run.path}")
+
+
+@app.command()
+def export(run: Path = typer.Argument(..., help="run folder"),
+           format: str = typer.Option("onnx", "--format", help="hf | onnx"),
+           quantize: Optional[str] = typer.Option(None, help="int8: dynamic quantisation (onnx only)"),
+           out: Optional[Path] = typer.Option(None, help="export folder (default RUN/export/FORMAT)"),
+           overwrite: bool = typer.Option(False, help="replace an existing export folder")):
+    """Export a run for deployment, checking its predictions against PyTorch."""
+    from tunesmith.export import export_run
+
+    res = export_run(run, format, quantize=quantize, out=out, overwrite=overwrite)
+    p = res["parity"]
+    out_console.print(f"exported {format}{' int8' if quantize else ''} to {res['path']}: parity on {p['n']} rows, "
+                      f"max |Δprob| {p['max_abs_prob_diff']:.2e} (tolerance {p['tolerance']:g}), "
+                      f"label agreement {p['label_agreement']:.4f}")
+
+
+@app.command()
+def serve(run: Path = typer.Argument(..., help="run folder"),
+          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          max_batch: int = typer.Option(32, help="largest micro-batch"),
+          max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with")):
+    """Serve predictions over HTTP (FastAPI): /predict, /health, /info, /docs."""
+    from tunesmith.serve import serve_run
+
+    serve_run(run, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+
+@app.command()
+def tune(
+    data: Path = typer.Argument(..., help="training data: CSV, TSV, JSONL or Parquet"),
+    test: Optional[Path] = typer.Option(None, help="test data, read once for the winner only"),
+    models: Optional[str] = typer.Option(None, help="base models to choose among, comma-separated"),
+    time: Optional[str] = typer.Option(None, "--time", help="search budget: 20m, 90s, 1h30m"),
+    trials: Optional[int] = typer.Option(None, help="stop after this many finished trials in the study"),
+    metric: Optional[str] = typer.Option(None, help="validation metric to optimise (default macro_f1; loss)"),
+    out: Optional[Path] = typer.Option(None, help="tune folder (default runs/tune-<time>-<name>); re-run to resume"),
+    storage: Optional[str] = typer.Option(None, help="postgresql://user:pw@host/db: join a study across machines"),
+    study: str = typer.Option("tunesmith", help="study name in the storage"),
+    workers: int = typer.Option(1, help="worker processes on this machine"),
+    config: Optional[Path] = typer.Option(None, help="recipe file; its `tune:` section narrows/widens the space"),
+):
+    """Search strategy, hyperparameters and base model under a budget; the winner is a normal run folder."""
+    from tunesmith.tune.search import TuneArgs, default_out, parse_time
+    from tunesmith.tune.search import tune as run_tune
+
+    args = TuneArgs(train=str(data), test=str(test) if test else None,
+                    models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
+                    seconds=parse_time(time), trials=trials, metric=metric, out=str(out or default_out(str(data))),
+                    storage=storage, study=study, workers=workers, config=str(config) if config else None)
+    reporter = ProgressReporter()
+    try:
+        doc = run_tune(args, console, on_event=reporter)
+    finally:
+        reporter.close()
+    w = doc.get("winner") or {}
+    if w:
+        out_console.print(metrics_table(f"winner: trial {w['trial']} ({w['settings']['strategy']}), test",
+                                        {"winner": w.get("test", {})}))
+    out_console.print(f"tune folder: {args.out}  (tune.json, tune_report.html; winner run folder: {w.get('run', '-')})")
 
 
 def main():

@@ -48,6 +48,16 @@ class Recipe(BaseModel):
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     lora_target_modules: list[str] | None = None
+    # instruction tuning (task sft)
+    prompt_column: str | None = None
+    response_column: str | None = None
+    train_on_prompt: bool = False                       # default: loss on response tokens only
+    overflow: Literal["drop", "truncate"] = "drop"      # rows over max_length: drop, or cut the prompt's start
+    packing: bool = False
+    gradient_checkpointing: bool = False
+    max_new_tokens: int = Field(128, ge=1)
+    eval_generations: int = Field(16, ge=0)             # held-out prompts generated before/after
+    few_shot_k: int = Field(3, ge=0)                    # retrieval few-shot baseline; 0 = off
     # output
     out: str | None = None
     audit: bool = True
@@ -77,7 +87,8 @@ def make_recipe(**kwargs) -> Recipe:
         raise TunesmithError(validation_message(e, "invalid settings")) from None
 
 
-def load_recipe(path, **overrides) -> Recipe:
+def read_recipe_file(path) -> dict:
+    """The YAML mapping of a recipe file (its `recipe:` section, and others such as `tune:`)."""
     path = Path(path)
     if not path.exists():
         raise TunesmithError(f"{path}: recipe file not found")
@@ -87,6 +98,11 @@ def load_recipe(path, **overrides) -> Recipe:
         raise TunesmithError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise TunesmithError(f"{path}: expected a mapping of settings")
+    return doc
+
+
+def load_recipe(path, **overrides) -> Recipe:
+    doc = read_recipe_file(path)
     doc = dict(doc.get("recipe", doc))
     doc.update({k: v for k, v in overrides.items() if v is not None})
     try:

@@ -1,6 +1,8 @@
 """Batched inference: inference mode, length grouping, bf16 where fast. Results in input order."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -14,17 +16,22 @@ def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
 
 @torch.inference_mode()
 def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 64, bf16: bool = False,
-                   device: torch.device | None = None, padding_side: str = "right") -> np.ndarray:
+                   device: torch.device | None = None, padding_side: str = "right", replay=None) -> np.ndarray:
+    """`replay`: a feature_cache.Replay over these same ids (frozen layers' outputs cached)."""
     device = device or next(model.parameters()).device
     was_training = model.training
     model.eval()
     out = None
-    for batch in inference_batches([len(x) for x in ids], batch_size):
-        b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], pad_id, padding_side).items()}
-        with autocast(bf16, device):
-            logits = model(**b).logits.float().cpu().numpy()
-        if out is None:
-            out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
-        out[batch] = logits
+    with contextlib.nullcontext() if replay is None else replay:
+        for batch in inference_batches([len(x) for x in ids], batch_size):
+            if replay is not None:
+                replay.select(batch)
+                replay.padding_side = padding_side
+            b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], pad_id, padding_side).items()}
+            with autocast(bf16, device):
+                logits = model(**b).logits.float().cpu().numpy()
+            if out is None:
+                out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
+            out[batch] = logits
     model.train(was_training)
     return out if out is not None else np.zeros((0, 0), dtype=np.float32)

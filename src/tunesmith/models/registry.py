@@ -45,6 +45,30 @@ def resolve(name: str) -> str:
     return name
 
 
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """A TCP probe of the hub host. huggingface_hub itself retries with backoff for ~40 s offline;
+    users deserve the answer at once. Behind a proxy the probe proves nothing, so it is skipped."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    pool = ThreadPoolExecutor(1)  # getaddrinfo has no timeout of its own: wait in a thread
+    fut = pool.submit(socket.create_connection, (url.hostname, port), timeout)
+    try:
+        fut.result(timeout=timeout).close()
+        return True
+    except Exception:
+        return False
+    finally:
+        pool.shutdown(wait=False)
+
+
 def check_hub(name: str) -> None:
     """Fail at once, in one line, when a hub id cannot be fetched (offline or unknown)."""
     if Path(name).is_dir():
@@ -58,7 +82,8 @@ def check_hub(name: str) -> None:
             return
         except Exception:
             raise TunesmithError(f"model '{name}' is not in the local cache and HF_HUB_OFFLINE=1; {hint}") from None
-    os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "5")
+    if not _hub_reachable():
+        raise TunesmithError(f"cannot reach the Hugging Face Hub to fetch '{name}' (no network); {hint}")
     try:
         hf_hub_download(name, "config.json")
     except Exception as e:

@@ -4,9 +4,14 @@ AdamW with warmup and decay, gradient accumulation and clipping, bf16 autocast, 
 epoch, early stopping, best checkpoint restored at the end. Ctrl-C stops at the next optimizer step
 boundary and writes a checkpoint; resuming replays the exact same batches and RNG, so a resumed run
 ends at the same metrics as an uninterrupted one.
+
+With `head` / `freeze:K` the frozen part's outputs come from train/feature_cache.py (computed once, in
+the first epoch's time). Under `--nproc N` (train/distributed.py) the model is wrapped in DDP by
+Accelerate and each process takes its share of every global batch.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import signal
 import time
@@ -19,9 +24,11 @@ from transformers import get_scheduler
 
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
+from tunesmith.train import distributed, feature_cache
 from tunesmith.train.batching import collate, epoch_batches
 from tunesmith.train.checkpoint import atomic_save, load_trainable, trainable_state
 from tunesmith.train.precision import autocast
+from tunesmith.train.strategies import frozen_layers
 
 
 class Interrupted(TunesmithError):
@@ -61,15 +68,22 @@ def _param_groups(model, weight_decay):
 
 def _optimizer(model, recipe, device):
     groups = _param_groups(model, recipe.weight_decay)
-    # Fused AdamW: one kernel for all parameters instead of a Python loop over tensors.
+    # Fused AdamW: one kernel for all parameters instead of a Python loop over tensors (CPU and CUDA
+    # since torch 2.4); half of MiniLM's parameters are the word embeddings, updated every step.
     try:
         return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=recipe.lr)
 
 
-def evaluate_split(model, task, split: Split, pad_id, batch_size, bf16, device) -> tuple[dict, float, np.ndarray]:
-    logits = predict_logits(model, split.ids, pad_id, batch_size, bf16, device)
+def _frozen_k(model, recipe) -> int:
+    """K when the embeddings and bottom K layers are frozen (head, freeze:K), else 0."""
+    return 0 if hasattr(model, "peft_config") else frozen_layers(model, recipe.strategy)
+
+
+def evaluate_split(model, task, split: Split, pad_id, batch_size, bf16, device,
+                   replay=None) -> tuple[dict, float, np.ndarray]:
+    logits = predict_logits(model, split.ids, pad_id, batch_size, bf16, device, replay=replay)
     loss = float(task.loss(torch.from_numpy(logits), split.targets))
     preds = task.decide(task.probabilities(logits))
     y = split.targets.numpy()
@@ -101,11 +115,22 @@ class _StopFlag:
 
 def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, device: torch.device,
         bf16: bool, ckpt_dir: Path, resume: bool = False, on_event=None, stop=None) -> FitResult:
-    on_event = on_event or (lambda kind, **kw: None)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    acc = distributed.accelerator()  # None when alone; else DDP over the process group
+    rank, world = distributed.world()
+    main = rank == 0
+    on_event = (on_event or (lambda kind, **kw: None)) if main else (lambda kind, **kw: None)
+    if acc is not None:
+        device = acc.device
+    if main:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     torch.manual_seed(recipe.seed)
     model.to(device)
+    net = acc.prepare_model(model) if acc is not None else model  # what the training forward calls
+
+    k = _frozen_k(model, recipe)
+    use_cache = k > 0 and feature_cache.mode() != "off"
+    replay_train = replay_val = None
 
     lengths = [len(x) for x in train.ids]
     n_batches = math.ceil(len(train) / recipe.batch_size)
@@ -130,43 +155,68 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
         on_event("resumed", epoch=st["epoch"], batch=st["batch"])
 
     def save_last():
-        atomic_save({"trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "state": st}, last_path)
+        if main:
+            atomic_save({"trainable": trainable_state(model), "optimizer": opt.state_dict(),
+                         "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "state": st}, last_path)
+
+    def stop_requested(flag) -> bool:
+        # Every process must stop at the same step, or the others wait forever in the next all-reduce.
+        return distributed.all_sum([float(flag.requested)])[0] > 0 if acc is not None else flag.requested
 
     with (stop or _StopFlag()) as flag:
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, epoch)
-            model.train()
-            on_event("epoch_start", epoch=epoch, batches=len(batches), done=st["batch"])
             t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
-            for bi in range(st["batch"], len(batches)):
-                idx = batches[bi]
-                b = {k: v.to(device) for k, v in collate([train.ids[i] for i in idx], pad_id).items()}
-                y = train.targets[idx].to(device)
-                with autocast(bf16, device):
-                    logits = model(**b).logits
-                loss = task.loss(logits, y, recipe.label_smoothing)
-                (loss / recipe.grad_accum).backward()
-                loss_sum += float(loss.detach()) * len(idx)
-                seen += len(idx)
-                if y.ndim == 1:  # running train accuracy from the training forward passes (free)
-                    correct += int((logits.argmax(-1) == y).sum())
-                boundary = (bi + 1) % recipe.grad_accum == 0 or bi + 1 == len(batches)
-                if boundary:
-                    if recipe.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
-                on_event("step", epoch=epoch, batch=bi + 1, loss=float(loss.detach()))
-                if boundary and flag.requested:
-                    st["batch"] = bi + 1
-                    st["train_seconds"] += time.perf_counter() - t0
-                    st["train_samples"] += seen
-                    save_last()
-                    raise Interrupted(f"interrupted: checkpoint saved in {ckpt_dir}; continue with the same command and --resume")
+            if use_cache and replay_train is None:  # inside the first epoch's clock: it pays for it
+                feats = feature_cache.features(model, k, train.ids, pad_id, bf16, device, recipe.max_length)
+                replay_train = feature_cache.Replay(model, k, feats)
+            net.train()
+            if k:
+                feature_cache.frozen_eval(model, k)  # no dropout below K: the first epoch matches cached ones
+            on_event("epoch_start", epoch=epoch, batches=len(batches), done=st["batch"])
+            with feature_cache.replay_or_null(replay_train):
+                for bi in range(st["batch"], len(batches)):
+                    idx = batches[bi]
+                    # DDP: this process's share of the global batch; the loss weight makes DDP's
+                    # gradient average equal the mean over the whole batch. An empty share (last
+                    # batch smaller than the world) still runs, weighted 0, to join the all-reduce.
+                    mine = idx[rank::world]
+                    share = mine or idx[:1]
+                    weight = len(mine) * world / len(idx)
+                    if replay_train is not None:
+                        replay_train.select(share)
+                    b = {n: v.to(device) for n, v in collate([train.ids[i] for i in share], pad_id).items()}
+                    y = train.targets[share].to(device)
+                    boundary = (bi + 1) % recipe.grad_accum == 0 or bi + 1 == len(batches)
+                    # Gradient accumulation under DDP: all-reduce only on the step that updates.
+                    sync = contextlib.nullcontext() if acc is None or boundary else net.no_sync()
+                    with sync:
+                        with autocast(bf16, device):
+                            logits = net(**b).logits
+                        loss = task.loss(logits, y, recipe.label_smoothing)
+                        (loss * (weight / recipe.grad_accum)).backward()
+                    loss_value = float(loss.detach())
+                    loss_sum += loss_value * len(mine)
+                    seen += len(mine)
+                    if y.ndim == 1 and mine:  # running train accuracy from the training forward passes (free)
+                        correct += int((logits.argmax(-1) == y).sum())
+                    if boundary:
+                        if recipe.grad_clip:
+                            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
+                        opt.step()
+                        sched.step()
+                        opt.zero_grad(set_to_none=True)
+                    on_event("step", epoch=epoch, batch=bi + 1, loss=loss_value)
+                    if boundary and stop_requested(flag):
+                        st["batch"] = bi + 1
+                        st["train_seconds"] += time.perf_counter() - t0
+                        st["train_samples"] += int(distributed.all_sum([seen])[0])
+                        save_last()
+                        raise Interrupted(f"interrupted: checkpoint saved in {ckpt_dir}; continue with the same command and --resume")
             epoch_seconds = time.perf_counter() - t0
+            loss_sum, seen, correct = distributed.all_sum([loss_sum, seen, correct])
+            seen = int(seen)
             st["train_seconds"] += epoch_seconds
             st["train_samples"] += seen
             record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
@@ -175,13 +225,19 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
             if train.targets.ndim == 1:
                 record["train_accuracy"] = correct / max(seen, 1)
             if val is not None and len(val):
-                m, vloss, _ = evaluate_split(model, task, val, pad_id, recipe.batch_size * 2, bf16, device)
-                record.update({"val_loss": vloss, **{f"val_{k}": v for k, v in m.items() if k != "n"}})
+                if use_cache and replay_val is None:
+                    feats = feature_cache.features(model, k, val.ids, pad_id, bf16, device, recipe.max_length)
+                    replay_val = feature_cache.Replay(model, k, feats)
+                # Every process scores the whole validation set: identical early-stopping decisions.
+                m, vloss, _ = evaluate_split(model, task, val, pad_id, recipe.batch_size * 2, bf16, device,
+                                             replay=replay_val)
+                record.update({"val_loss": vloss, **{f"val_{n}": v for n, v in m.items() if n != "n"}})
                 score = vloss if recipe.metric == "loss" else m[recipe.metric]
                 best = st["best_metric"]
                 if best is None or (score > best if higher_is_better else score < best):
                     st.update(best_metric=score, best_epoch=epoch + 1, bad_epochs=0)
-                    atomic_save(trainable_state(model), best_path)
+                    if main:
+                        atomic_save(trainable_state(model), best_path)
                 else:
                     st["bad_epochs"] += 1
                     if recipe.patience and st["bad_epochs"] >= recipe.patience:
@@ -191,6 +247,8 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
             save_last()
             on_event("epoch_end", **record)
 
+    if acc is not None:
+        acc.wait_for_everyone()  # rank 0 has written best.pt
     if best_path.exists() and st["best_epoch"] is not None:
         load_trainable(model, torch.load(best_path, weights_only=False))
     return FitResult(st["history"], st["best_epoch"], st["best_metric"], st["train_seconds"],

@@ -1,0 +1,45 @@
+"""Export a run for deployment. A format is one module with export(run, out) -> {"files", "predict"},
+where predict(texts) -> probabilities; every export is checked against PyTorch before it is kept."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from tunesmith.errors import TunesmithError
+from tunesmith.export import hf, onnx, parity
+from tunesmith.run import open_run, write_json
+
+FORMATS = {"hf": hf, "onnx": onnx}
+QUANTIZE = {"int8"}
+
+
+def export_run(run_path, format: str = "onnx", *, quantize: str | None = None, out=None, overwrite: bool = False,
+               n_rows: int = parity.N_ROWS) -> dict:
+    run = open_run(run_path)
+    if format not in FORMATS:
+        raise TunesmithError(f"--format {format}: use one of {', '.join(FORMATS)}")
+    if quantize is not None and (quantize not in QUANTIZE or format != "onnx"):
+        raise TunesmithError(f"--quantize {quantize}: only int8 with --format onnx is supported")
+    if run.metrics.get("task") == "sft":
+        raise TunesmithError(f"{run.path}: SFT (generation) runs are not exported here; their model/ folder is "
+                             f"already a Hugging Face model")
+    out = Path(out) if out else run.path / "export" / (format + (f"-{quantize}" if quantize else ""))
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise TunesmithError(f"{out}: already exists; pass --overwrite or choose another --out")
+        if not (out / parity.MANIFEST).exists():
+            raise TunesmithError(f"{out}: exists and is not a tunesmith export; refusing to delete it")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        ref = parity.Reference(run)
+        exported = FORMATS[format].export(run, out, ref, quantize=quantize)
+        check = parity.check(ref, exported["predict"], parity.TOLERANCE[quantize or "fp32"], n_rows)
+    except Exception:
+        shutil.rmtree(out, ignore_errors=True)  # a failed export leaves nothing that looks usable
+        raise
+    manifest = {"format": format, "quantize": quantize, "run": str(run.path), "files": exported["files"],
+                "labels": ref.task.labels, "task": ref.task.name, "temperature": ref.temperature,
+                "max_length": ref.max_length, "parity": check}
+    write_json(out / parity.MANIFEST, manifest)
+    return {"path": str(out), **manifest}

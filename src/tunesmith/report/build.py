@@ -1,0 +1,36 @@
+"""Write report.html and MODEL_CARD.md into a run folder from its metrics.json and recipe.yaml."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from tunesmith.errors import TunesmithError
+from tunesmith.report import card, html
+from tunesmith.run import MARKER
+
+
+def load_audit(path: Path, metrics: dict):
+    """audit.json (every check with rows and fixes) when there, else the summary kept in metrics."""
+    f = path / "audit.json"
+    return json.loads(f.read_text()) if f.exists() else metrics.get("audit")
+
+
+def write_report(run_path) -> tuple[Path, Path]:
+    path = Path(run_path)
+    if not (path / MARKER).exists():
+        raise TunesmithError(f"{path}: not a tunesmith run folder (no {MARKER})")
+    if not (path / "metrics.json").exists():
+        raise TunesmithError(f"{path}: no metrics.json yet (the run did not finish); resume it with "
+                             f"`tunesmith train --resume --out {path}`")
+    metrics = json.loads((path / "metrics.json").read_text())
+    if "test" not in metrics:
+        raise TunesmithError(f"{path}/metrics.json: no test metrics; this report covers classification runs")
+    recipe_doc = yaml.safe_load((path / MARKER).read_text()) or {}
+    audit = load_audit(path, metrics)
+    name = path.resolve().name
+    out_html, out_card = path / "report.html", path / "MODEL_CARD.md"
+    out_html.write_text(html.render(name, metrics, recipe_doc, audit), encoding="utf-8")
+    out_card.write_text(card.render(name, metrics, recipe_doc, audit), encoding="utf-8")
+    return out_html, out_card

@@ -1,0 +1,88 @@
+"""End to end: train_sft on tiny random decoders; the tuned model stops; run folder loads plainly."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from tunesmith import api
+from tunesmith.errors import TunesmithError
+from tunesmith.tasks.sft import Generator
+
+
+def _data(tmp_path, n=32):
+    rows = [{"instruction": f"say the colour number {i}", "input": "", "output": "red"} for i in range(n)]
+    p = tmp_path / "qa.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+@pytest.fixture(scope="module")
+def tuned_run(tiny_models, tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("sft")
+    return api.train(str(_data(tmp_path)), task="sft", model=str(tiny_models["llama"]), strategy="full",
+                     epochs=3, lr=1e-2, bf16="off", batch_size=8, max_length=48, warmup_ratio=0.0, patience=0,
+                     max_new_tokens=12, eval_generations=6, few_shot_k=2, out=str(tmp_path / "run"))
+
+
+def test_sft_tuned_model_stops_before_limit(tuned_run):
+    run = tuned_run
+    m = run.metrics
+    assert m["before"]["generation"]["stop_rate"] < 0.5  # a random model rambles to the limit
+    assert m["after"]["generation"]["stop_rate"] == 1.0
+    assert m["after"]["generation"]["mean_new_tokens"] < 12
+    assert m["after"]["loss"] < m["before"]["loss"]
+    assert m["after"]["generation"]["exact_match"] == 1.0  # "red" is a short answer
+    assert "few_shot_retrieval" in m["baselines"] and m["verdict"].startswith("verdict:")
+    assert len(m["samples"]) == 6 and m["data"]["train"]["dropped"] == 0
+    r = Generator(run.path).reply([{"role": "user", "content": "say the colour number 99"}], 12)
+    assert r["stopped"] and r["text"] == "red"
+
+
+def test_sft_generate_and_chat_commands(tuned_run):
+    from typer.testing import CliRunner
+
+    from tunesmith.cli import app
+
+    r = CliRunner().invoke(app, ["generate", str(tuned_run.path), "--prompt", "say the colour number 5"])
+    assert r.exit_code == 0 and r.stdout.strip() == "red"
+    r = CliRunner().invoke(app, ["chat", str(tuned_run.path)], input="say the colour number 1\nagain\n\n")
+    assert r.exit_code == 0 and r.stdout.split() == ["red", "red"]
+
+
+def test_sft_lora_run_folder_loads_with_plain_libraries(tiny_models, tmp_path):
+    from peft import PeftModel
+
+    run = api.train(str(_data(tmp_path, 24)), task="sft", model=str(tiny_models["gpt2"]), epochs=1,
+                    batch_size=8, max_length=48, eval_generations=2, max_new_tokens=4, few_shot_k=0,
+                    packing=True, gradient_checkpointing=True, out=str(tmp_path / "run"))
+    assert run.recipe["strategy"] == "lora" and (run.path / "adapter" / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(run.path / "model").eval()
+    base = AutoModelForCausalLM.from_pretrained(tiny_models["gpt2"])
+    peft = PeftModel.from_pretrained(base, run.path / "adapter").eval()
+    x = torch.tensor([[101, 2000, 2001, 2002]])
+    with torch.no_grad():
+        torch.testing.assert_close(peft(x).logits, merged(x).logits, rtol=1e-4, atol=1e-4)
+    assert run.metrics["data"]["packed_rows"] < run.metrics["before"]["tokens"]  # packing merged rows
+    with pytest.raises(TunesmithError, match="already exists"):
+        api.train(str(_data(tmp_path, 24)), task="sft", model=str(tiny_models["gpt2"]), out=str(run.path))
+
+
+@pytest.mark.slow
+def test_sft_smollm2_lora_lowers_heldout_response_loss(shared_data, tmp_path):
+    import pandas as pd
+
+    rows = pd.read_json(shared_data / "instructions" / "dolly_3k.jsonl", lines=True)
+    short = (rows["context"] == "") & (rows["response"].str.len() < 200)
+    rows = rows[short].head(30)  # 24 train rows = 3 steps: a 135M model on 2 shared cores is slow
+    p = tmp_path / "dolly.jsonl"
+    rows.to_json(p, orient="records", lines=True)
+    run = api.train(str(p), task="sft", model="smollm2", epochs=1, batch_size=8, lr=1e-3, max_length=128,
+                    val_fraction=0, test_fraction=0.2, eval_generations=0, few_shot_k=0, bf16="off",
+                    out=str(tmp_path / "run"))
+    m = run.metrics
+    assert m["format"] == "dolly" and run.recipe["strategy"] == "lora"
+    assert m["after"]["loss"] < m["before"]["loss"]
+    assert (run.path / "adapter" / "adapter_model.safetensors").exists()
