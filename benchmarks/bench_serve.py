@@ -1,7 +1,7 @@
 """Loopback load test of `tunesmith serve`: concurrent clients against one client, same server.
 
     .venv/bin/python benchmarks/bench_serve.py RUN [--data texts.csv] [--clients 8] [--requests 300]
-                                               [--max-seconds 120] [--max-wait-ms 5]
+                                               [--max-seconds 120] [--max-wait-ms 5] [--threads 1]
 
 The server runs in this process on 127.0.0.1 (never another address); every phase is bounded in
 request count and time. Prints throughput, p50/p99 latency and errors for (a) one client sending
@@ -42,9 +42,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--baseline-requests", type=int, default=60)
     ap.add_argument("--max-seconds", type=float, default=120)
     ap.add_argument("--max-wait-ms", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, help="torch threads in the server (default: torch's own)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
-    app = create_app(a.run, Limits(max_wait_ms=a.max_wait_ms))
+    app = create_app(a.run, Limits(max_wait_ms=a.max_wait_ms, threads=a.threads))
     from tunesmith.run import open_run
 
     texts = texts_from(a.data, open_run(a.run).recipe)
@@ -64,7 +65,7 @@ def main(argv=None) -> dict:
         print(f"{name:<22}{r['requests']:>9}{r['errors']:>7}{r['requests_per_s']:>9.1f}{r['p50_ms']:>9.1f}{r['p99_ms']:>9.1f}")
     ratio = conc["requests_per_s"] / max(base["requests_per_s"], 1e-9)
     print(f"throughput ratio {a.clients} clients / 1 client: {ratio:.2f}x; mean micro-batch {mean_batch:.2f} texts "
-          f"over {batches} forward passes; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+          f"over {batches} forward passes; torch threads {a.threads or 'default'}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
     out = {"baseline": base, "concurrent": conc, "ratio": ratio, "mean_batch": mean_batch, "loadavg": load}
     if a.json:
         with open(a.json, "w") as f:

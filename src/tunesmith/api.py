@@ -1,6 +1,7 @@
 """The Python API. The CLI is a thin layer over these functions."""
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ from tunesmith.models.load import load_classifier, load_tokenizer, resolve_max_l
 from tunesmith.run import Run, default_out, open_run, prepare_out, versions, write_json, write_recipe
 from tunesmith.tasks import get_task
 from tunesmith.train import strategies
+from tunesmith.train.checkpoint import atomic_save
 from tunesmith.train.loop import Split, evaluate_split, fit
 from tunesmith.train.precision import use_bf16
 
@@ -97,12 +99,16 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         return train_sft(recipe, resume=resume, overwrite=overwrite, on_event=on_event, stop=stop)
 
     task_name, labels, tr, va, te, loaded = prepared or prepare_data(recipe, on_event)
-    audit_report = None
-    if recipe.audit and prepared is None and main:  # tune audits once, not per trial
+    out = Path(recipe.out) if recipe.out else default_out(recipe.train)
+    audit_summary = None
+    if resume and (out / "audit.json").exists():  # audited before the interrupt: same data, same answer
+        audit_summary = [{k: c[k] for k in ("name", "severity", "count")}
+                         for c in json.loads((out / "audit.json").read_text())["checks"]]
+    elif recipe.audit and prepared is None and main:  # tune audits once, not per trial
         from tunesmith.audit.training import audit_for_training
 
         audit_report = audit_for_training(recipe, task_name, loaded, tr, va, te, on_event)
-    out = Path(recipe.out) if recipe.out else default_out(recipe.train)
+        audit_summary = audit_report.summary()
     recipe = recipe.model_copy(update={"out": str(out), "task": task_name,
                                        "text_column": loaded.text_column, "label_column": loaded.label_column})
     task = get_task(task_name, labels)
@@ -121,7 +127,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     bf16 = use_bf16(recipe.bf16, device)
     if main:
         prepare_out(out, overwrite, resume)
-        if audit_report is not None:
+        if audit_summary is not None and not (out / "audit.json").exists():
             write_json(out / "audit.json", audit_report.to_dict())
     provenance = {"versions": versions(), "data": _fingerprints(recipe), "model_path": model_path,
                   "device": device.type, "bf16": bf16,
@@ -136,7 +142,14 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if recipe.baselines and te is not None and main:  # on the untouched model, before any weight moves
         from tunesmith.evaluate import baselines
 
-        baseline_metrics, baseline_preds = baselines.for_run(recipe, task, tr, te, model.config, max_length, on_event)
+        saved = out / "checkpoint" / "baselines.pt"  # kept so a resumed run does not measure them again
+        if resume and saved.exists():
+            baseline_metrics, baseline_preds = torch.load(saved, weights_only=False)
+        else:
+            baseline_metrics, baseline_preds = baselines.for_run(recipe, task, tr, te, model.config, max_length,
+                                                                 on_event)
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            atomic_save((baseline_metrics, baseline_preds), saved)
     model = strategies.apply(model, recipe.strategy, recipe)
     def split(ex, name):
         key = (model_path, max_length, name)  # same model and length: same token ids
@@ -160,8 +173,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     tok.save_pretrained(out / "model")
 
     metrics = {"task": task_name, "labels": labels}
-    if audit_report is not None:
-        metrics["audit"] = audit_report.summary()
+    if audit_summary is not None:
+        metrics["audit"] = audit_summary
     if test_split is not None:
         test_m, test_loss, test_logits = evaluate_split(merged, task, test_split, tok.pad_token_id,
                                                         recipe.batch_size * 2, bf16, device)
@@ -212,8 +225,6 @@ def _measure(metrics, recipe, task, model, tok, te, test_split, test_logits, val
 
 def _save_temperature(model_dir: Path, calibration: dict) -> None:
     """The fitted temperature travels with the model folder (tunesmith.json next to config.json)."""
-    import json
-
     f = model_dir / "tunesmith.json"
     doc = json.loads(f.read_text()) if f.exists() else {}
     doc["temperature"] = calibration.get("temperature", 1.0)

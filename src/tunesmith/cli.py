@@ -316,20 +316,22 @@ def export(run: Path = typer.Argument(..., help="run folder"),
 
     res = export_run(run, format, quantize=quantize, out=out, overwrite=overwrite)
     p = res["parity"]
-    out_console.print(f"exported {format}{' int8' if quantize else ''} to {res['path']}: parity on {p['n']} rows, "
-                      f"max |Δprob| {p['max_abs_prob_diff']:.2e} (tolerance {p['tolerance']:g}), "
-                      f"label agreement {p['label_agreement']:.4f}")
+    limits = ", ".join(f"{k} {v:g}" for k, v in p["tolerance"].items())
+    out_console.print(f"exported {format}{' int8' if quantize else ''} to {res['path']}: parity on {p['n']} rows: "
+                      f"max |Δprob| {p['max_abs_prob_diff']:.2e}, mean |Δprob| of the label {p['mean_top_prob_diff']:.2e}, "
+                      f"label agreement {p['label_agreement']:.4f} (limits: {limits})")
 
 
 @app.command()
 def serve(run: Path = typer.Argument(..., help="run folder"),
           host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
           max_batch: int = typer.Option(32, help="largest micro-batch"),
-          max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with")):
+          max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
+          threads: Optional[int] = typer.Option(None, help="torch threads (1 is faster on a busy shared CPU)")):
     """Serve predictions over HTTP (FastAPI): /predict, /health, /info, /docs."""
     from tunesmith.serve import serve_run
 
-    serve_run(run, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms)
+    serve_run(run, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads)
 
 
 @app.command()

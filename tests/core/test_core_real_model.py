@@ -31,7 +31,9 @@ def test_demo_command_runs_end_to_end(tmp_path, monkeypatch, capsys):
     from tunesmith import cli
 
     monkeypatch.setattr(sys, "argv", ["tunesmith", "demo", "--out", str(tmp_path / "demo")])
-    cli.main()
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 0
     out = capsys.readouterr().out
     assert "before / after" in out and "fine-tuned" in out and "majority class" in out
     m = json.loads((tmp_path / "demo" / "metrics.json").read_text())

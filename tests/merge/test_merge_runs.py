@@ -82,6 +82,7 @@ def test_ties_of_two_runs_and_yaml(tiny_run, tiny_models, tmp_path):
 def test_mismatched_architecture_is_a_clear_error(tiny_run, tiny_models, tmp_path):
     with pytest.raises(TunesmithError, match="roberta model but the tuned model is bert"):
         merge(from_flags("linear", str(tiny_models["roberta"]), [str(tiny_run.path)]), tmp_path / "x")
+    assert not (tmp_path / "x").exists()  # a failed merge leaves no half-written folder behind
     with pytest.raises(TunesmithError, match="needs --eval"):
         merge(from_flags("linear", str(tiny_models["bert"]), [str(tiny_run.path)]), tmp_path / "y", weights=[0, 1])
     with pytest.raises(TunesmithError, match="is one of the merged models"):

