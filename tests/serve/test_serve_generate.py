@@ -11,7 +11,7 @@ def test_generate_endpoint_answers_and_validates(tiny_models, tmp_path):
     rows = [{"instruction": f"say the colour number {i}", "input": "", "output": "red"} for i in range(32)]
     data = tmp_path / "qa.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run = api.train(str(data), task="sft", model=str(tiny_models["llama"]), strategy="full", epochs=3, lr=1e-2,
+    run = api.train(str(data), task="sft", model=str(tiny_models["llama"]), strategy="full", epochs=8, lr=1e-2,
                     bf16="off", batch_size=8, max_length=48, warmup_ratio=0.0, patience=0, max_new_tokens=12,
                     eval_generations=2, few_shot_k=0, out=str(tmp_path / "run"))
     with TestClient(create_app(run.path, Limits(max_new_tokens=16))) as c:

@@ -20,6 +20,8 @@ from optuna.trial import TrialState
 
 from tunesmith.tune.study import rdb_url
 
+from conftest import toy_rows, write_csv
+
 
 def _pg_bin() -> Path:
     found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
@@ -62,10 +64,14 @@ def postgres():
         shutil.rmtree(data.parent, ignore_errors=True)
 
 
-def test_tune_two_workers_share_a_postgres_study(postgres, tiny_models, toy_csv, tmp_path):
+def test_tune_two_workers_share_a_postgres_study(postgres, tiny_models, tmp_path):
+    # Trials must last long enough to be killed mid-way on a fast, quiet machine: 1,800 rows, full
+    # fine-tuning (head trials are near-instant once features are cached), 3 epochs each.
+    rows = [{"text": f"{r['text']} copy {k}", "label": r["label"]} for k in range(15) for r in toy_rows()]
+    toy_csv = write_csv(tmp_path / "toy.csv", rows)
     cfg = tmp_path / "space.yaml"
     cfg.write_text(yaml.safe_dump({"recipe": {"baselines": False, "audit": False}, "tune": {
-        "strategies": ["head"], "epochs": [1, 1], "batch_size": [16], "heartbeat_seconds": 2, "pruner": "none"}}))
+        "strategies": ["full"], "epochs": [3, 3], "batch_size": [16], "heartbeat_seconds": 2, "pruner": "none"}}))
     n_trials = 5
 
     def worker(i):
@@ -78,8 +84,8 @@ def test_tune_two_workers_share_a_postgres_study(postgres, tiny_models, toy_csv,
     a, b = worker(0), worker(1)
     storage = optuna.storages.RDBStorage(rdb_url(postgres))
     deadline, victim = time.time() + 480, None  # generous: a shared CI machine can be slow
-    while time.time() < deadline and victim is None:  # kill A once it finished a trial and is inside another
-        time.sleep(0.5)
+    while time.time() < deadline and victim is None and a.poll() is None:  # kill A mid-way in its 2nd+ trial
+        time.sleep(0.1)
         try:
             trials = optuna.load_study(study_name="shared", storage=storage).get_trials(deepcopy=False)
         except KeyError:
