@@ -23,3 +23,19 @@ def atomic_save(obj, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+def save_resume(path: Path, model, opt, sched, state: dict) -> None:
+    """Everything an exact resume needs, shared by the classification and SFT loops."""
+    atomic_save({"trainable": trainable_state(model), "optimizer": opt.state_dict(),
+                 "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "state": state}, path)
+
+
+def load_resume(path: Path, model, opt, sched) -> dict:
+    """Restores weights, optimizer, schedule and RNG in place; returns the loop's saved state."""
+    ck = torch.load(path, weights_only=False)
+    load_trainable(model, ck["trainable"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    torch.set_rng_state(ck["rng"])
+    return ck["state"]

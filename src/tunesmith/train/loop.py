@@ -26,7 +26,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
 from tunesmith.train import distributed, feature_cache
 from tunesmith.train.batching import collate, epoch_batches
-from tunesmith.train.checkpoint import atomic_save, load_trainable, trainable_state
+from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
 from tunesmith.train.precision import autocast
 from tunesmith.train.strategies import frozen_layers
 
@@ -74,6 +74,22 @@ def _optimizer(model, recipe, device):
         return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(groups, lr=recipe.lr)
+
+
+def optimizer_and_schedule(model, recipe, device, total_steps: int):
+    opt = _optimizer(model, recipe, device)
+    sched = get_scheduler("constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
+                          opt, num_warmup_steps=int(recipe.warmup_ratio * total_steps),
+                          num_training_steps=total_steps)
+    return opt, sched
+
+
+def optimizer_step(params, opt, sched, grad_clip: float) -> None:
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+    opt.zero_grad(set_to_none=True)
 
 
 def _frozen_k(model, recipe) -> int:
@@ -136,28 +152,19 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
     n_batches = math.ceil(len(train) / recipe.batch_size)
     steps_per_epoch = math.ceil(n_batches / recipe.grad_accum)
     total_steps = steps_per_epoch * recipe.epochs
-    opt = _optimizer(model, recipe, device)
-    sched = get_scheduler("constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
-                          opt, num_warmup_steps=int(recipe.warmup_ratio * total_steps),
-                          num_training_steps=total_steps)
+    opt, sched = optimizer_and_schedule(model, recipe, device, total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     higher_is_better = recipe.metric != "loss"
     st = {"epoch": 0, "batch": 0, "history": [], "best_metric": None, "best_epoch": None,
           "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0, "stopped_early": False}
 
     if resume and last_path.exists():
-        ck = torch.load(last_path, weights_only=False)
-        load_trainable(model, ck["trainable"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
-        st = ck["state"]
+        st = load_resume(last_path, model, opt, sched)
         on_event("resumed", epoch=st["epoch"], batch=st["batch"])
 
     def save_last():
         if main:
-            atomic_save({"trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                         "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "state": st}, last_path)
+            save_resume(last_path, model, opt, sched, st)
 
     def stop_requested(flag) -> bool:
         # Every process must stop at the same step, or the others wait forever in the next all-reduce.
@@ -206,11 +213,7 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
                     if y.ndim == 1 and mine:  # running train accuracy from the training forward passes (free)
                         correct += int((logits.argmax(-1) == y).sum())
                     if boundary:
-                        if recipe.grad_clip:
-                            torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                        opt.step()
-                        sched.step()
-                        opt.zero_grad(set_to_none=True)
+                        optimizer_step(params, opt, sched, recipe.grad_clip)
                     on_event("step", epoch=epoch, batch=bi + 1, loss=loss_value)
                     if boundary and stop_requested(flag):
                         st["batch"] = bi + 1

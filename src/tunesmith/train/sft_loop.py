@@ -14,12 +14,11 @@ import time
 
 import torch
 import torch.nn.functional as F
-from transformers import get_scheduler
 
 from tunesmith.tasks.sft_data import IGNORE, SFTData
 from tunesmith.train.batching import epoch_batches, inference_batches
-from tunesmith.train.checkpoint import atomic_save, load_trainable, trainable_state
-from tunesmith.train.loop import FitResult, Interrupted, _optimizer, _StopFlag
+from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
+from tunesmith.train.loop import FitResult, Interrupted, _StopFlag, optimizer_and_schedule, optimizer_step
 from tunesmith.train.precision import autocast
 
 
@@ -95,26 +94,17 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
     lengths = train.unit_lengths()
     n_batches = math.ceil(len(lengths) / recipe.batch_size)
     total_steps = math.ceil(n_batches / recipe.grad_accum) * recipe.epochs
-    opt = _optimizer(model, recipe, device)
-    sched = get_scheduler("constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
-                          opt, num_warmup_steps=int(recipe.warmup_ratio * total_steps),
-                          num_training_steps=total_steps)
+    opt, sched = optimizer_and_schedule(model, recipe, device, total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     st = {"epoch": 0, "batch": 0, "history": [], "best_metric": None, "best_epoch": None, "bad_epochs": 0,
           "train_seconds": 0.0, "train_samples": 0, "train_tokens": 0, "stopped_early": False}
 
     if resume and last_path.exists():
-        ck = torch.load(last_path, weights_only=False)
-        load_trainable(model, ck["trainable"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        torch.set_rng_state(ck["rng"])
-        st = ck["state"]
+        st = load_resume(last_path, model, opt, sched)
         on_event("resumed", epoch=st["epoch"], batch=st["batch"])
 
     def save_last():
-        atomic_save({"trainable": trainable_state(model), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "rng": torch.get_rng_state(), "state": st}, last_path)
+        save_resume(last_path, model, opt, sched, st)
 
     with (stop or _StopFlag()) as flag:
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
@@ -136,11 +126,7 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
                 tokens += int((b["segments"] >= 0).sum())
                 boundary = (bi + 1) % recipe.grad_accum == 0 or bi + 1 == len(batches)
                 if boundary:
-                    if recipe.grad_clip:
-                        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                    opt.step()
-                    sched.step()
-                    opt.zero_grad(set_to_none=True)
+                    optimizer_step(params, opt, sched, recipe.grad_clip)
                 on_event("step", epoch=epoch, batch=bi + 1, loss=float(loss.detach()))
                 if boundary and flag.requested:
                     st["batch"] = bi + 1
