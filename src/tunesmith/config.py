@@ -87,18 +87,23 @@ def make_recipe(**kwargs) -> Recipe:
         raise TunesmithError(validation_message(e, "invalid settings")) from None
 
 
-def read_recipe_file(path) -> dict:
-    """The YAML mapping of a recipe file (its `recipe:` section, and others such as `tune:`)."""
+def read_yaml_mapping(path, what: str, expected: str) -> dict:
+    """A YAML file that must hold a mapping; each failure is one line naming the file."""
     path = Path(path)
     if not path.exists():
-        raise TunesmithError(f"{path}: recipe file not found")
+        raise TunesmithError(f"{path}: {what} not found")
     try:
         doc = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise TunesmithError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
     if not isinstance(doc, dict):
-        raise TunesmithError(f"{path}: expected a mapping of settings")
+        raise TunesmithError(f"{path}: expected {expected}")
     return doc
+
+
+def read_recipe_file(path) -> dict:
+    """The YAML mapping of a recipe file (its `recipe:` section, and others such as `tune:`)."""
+    return read_yaml_mapping(path, "recipe file", "a mapping of settings")
 
 
 def load_recipe(path, **overrides) -> Recipe:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from tunesmith.config import validation_message
+from tunesmith.config import read_yaml_mapping
 from tunesmith.errors import TunesmithError
 
 Method = Literal["linear", "slerp", "task_arithmetic", "ties"]
@@ -69,14 +69,7 @@ def _scalar(v, where: str, name: str):
 def from_yaml(path) -> MergeSpec:
     """Read a mergekit config. The base model may also appear in `models` (as linear configs do)."""
     path = Path(path)
-    if not path.exists():
-        raise TunesmithError(f"{path}: merge config not found")
-    try:
-        doc = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise TunesmithError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
-    if not isinstance(doc, dict):
-        raise TunesmithError(f"{path}: expected a mapping with merge_method, base_model, models")
+    doc = read_yaml_mapping(path, "merge config", "a mapping with merge_method, base_model, models")
     if "slices" in doc:
         raise TunesmithError(f"{path}: 'slices' (layer-range merges) are not supported; list whole models under 'models'")
     unknown = set(doc) - {"merge_method", "base_model", "models", "parameters", "dtype", "tokenizer_source", "name"}

@@ -92,6 +92,18 @@ def optimizer_step(params, opt, sched, grad_clip: float) -> None:
     opt.zero_grad(set_to_none=True)
 
 
+def track_best(st: dict, score: float, higher_is_better: bool, patience: int, epoch: int) -> bool:
+    """Early-stopping bookkeeping after an epoch; True when `score` is a new best (save the weights)."""
+    best = st["best_metric"]
+    if best is None or (score > best if higher_is_better else score < best):
+        st.update(best_metric=score, best_epoch=epoch + 1, bad_epochs=0)
+        return True
+    st["bad_epochs"] += 1
+    if patience and st["bad_epochs"] >= patience:
+        st["stopped_early"] = True
+    return False
+
+
 def _frozen_k(model, recipe) -> int:
     """K when the embeddings and bottom K layers are frozen (head, freeze:K), else 0."""
     return 0 if hasattr(model, "peft_config") else frozen_layers(model, recipe.strategy)
@@ -241,15 +253,8 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
                                              replay=replay_val)
                 record.update({"val_loss": vloss, **{f"val_{n}": v for n, v in m.items() if n != "n"}})
                 score = vloss if recipe.metric == "loss" else m[recipe.metric]
-                best = st["best_metric"]
-                if best is None or (score > best if higher_is_better else score < best):
-                    st.update(best_metric=score, best_epoch=epoch + 1, bad_epochs=0)
-                    if main:
-                        atomic_save(trainable_state(model), best_path)
-                else:
-                    st["bad_epochs"] += 1
-                    if recipe.patience and st["bad_epochs"] >= recipe.patience:
-                        st["stopped_early"] = True
+                if track_best(st, score, higher_is_better, recipe.patience, epoch) and main:
+                    atomic_save(trainable_state(model), best_path)
             st["history"].append(record)
             st["epoch"], st["batch"] = epoch + 1, 0
             save_last()

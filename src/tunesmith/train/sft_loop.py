@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tunesmith.tasks.sft_data import IGNORE, SFTData
 from tunesmith.train.batching import epoch_batches, inference_batches
 from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
-from tunesmith.train.loop import FitResult, Interrupted, _StopFlag, optimizer_and_schedule, optimizer_step
+from tunesmith.train.loop import (FitResult, Interrupted, _StopFlag, optimizer_and_schedule, optimizer_step,
+                                  track_best)
 from tunesmith.train.precision import autocast
 
 
@@ -146,13 +147,8 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
             if val is not None and len(val):
                 vl = response_loss(model, val, pad_id, recipe.batch_size * 2, bf16, device)["loss"]
                 record.update({"val_loss": vl, "val_perplexity": math.exp(min(vl, 50))})
-                if st["best_metric"] is None or vl < st["best_metric"]:
-                    st.update(best_metric=vl, best_epoch=epoch + 1, bad_epochs=0)
+                if track_best(st, vl, False, recipe.patience, epoch):  # lower held-out loss is better
                     atomic_save(trainable_state(model), best_path)
-                else:
-                    st["bad_epochs"] += 1
-                    if recipe.patience and st["bad_epochs"] >= recipe.patience:
-                        st["stopped_early"] = True
             st["history"].append(record)
             st["epoch"], st["batch"] = epoch + 1, 0
             save_last()
