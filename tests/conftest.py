@@ -92,3 +92,21 @@ def tiny_run(tiny_models, tmp_path_factory):
     data = write_csv(root / "toy.csv", toy_rows())
     return tunesmith.train(str(data), model=str(tiny_models["bert"]), epochs=1, lr=1e-3, batch_size=16, seed=0,
                            out=str(root / "run"), audit=False, baselines=False)
+
+
+class StopAfter:
+    """Acts like Ctrl-C arriving during step `batch` of epoch `epoch` (0-based): pass it as `stop=` and its
+    `on_event` as the event hook of a training call."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.epoch, self.batch, self.requested = epoch, batch, False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        pass
+
+    def on_event(self, kind, **kw):
+        if kind == "step" and kw["epoch"] == self.epoch and kw["batch"] == self.batch:
+            self.requested = True

@@ -93,6 +93,13 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         if train_path is None:
             raise TunesmithError("no training data: pass a data file or --config recipe.yaml")
         recipe = make_recipe(train=train_path, **settings)
+    if recipe.task == "auto" and recipe.label_column is None and recipe.text_column is None:
+        from tunesmith.tasks.sft_data import instruction_format
+
+        fmt = instruction_format(recipe.train, recipe.prompt_column, recipe.response_column)
+        if fmt:  # instruction/response columns, not text/label: a decoder learns to answer
+            _say(on_event, f"task: sft ({fmt} format detected from the columns; --task to choose another)")
+            recipe = recipe.model_copy(update={"task": "sft"})
     if recipe.task == "sft":
         from tunesmith.tasks.sft import train_sft  # decoder instruction tuning has its own data path
 

@@ -6,6 +6,8 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import StopAfter
+
 import tunesmith
 from tunesmith.errors import TunesmithError
 from tunesmith.train.loop import Interrupted
@@ -44,24 +46,10 @@ def test_same_seed_same_metrics_and_config_rerun(toy_csv, tiny_models, tmp_path)
 def test_interrupted_run_resumes_to_identical_metrics(toy_csv, tiny_models, tmp_path):
     full = _train(toy_csv, tiny_models["bert"], tmp_path / "full", epochs=3, patience=0)
 
-    class StopAfter:
-        """Acts like Ctrl-C arriving during step 9 (mid second epoch)."""
-        requested = False
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *a):
-            pass
-
-    flag = StopAfter()
-
-    def on_event(kind, **kw):
-        if kind == "step" and kw["epoch"] == 1 and kw["batch"] == 3:
-            flag.requested = True
+    flag = StopAfter(1, 3)  # Ctrl-C during step 9 (mid second epoch)
 
     with pytest.raises(Interrupted):
-        _train(toy_csv, tiny_models["bert"], tmp_path / "part", epochs=3, patience=0, on_event=on_event, stop=flag)
+        _train(toy_csv, tiny_models["bert"], tmp_path / "part", epochs=3, patience=0, on_event=flag.on_event, stop=flag)
     assert (tmp_path / "part" / "checkpoint" / "last.pt").exists()
     assert not (tmp_path / "part" / "metrics.json").exists()
     resumed = tunesmith.train(resume=True, out=str(tmp_path / "part"))

@@ -86,3 +86,32 @@ def test_sft_smollm2_lora_lowers_heldout_response_loss(shared_data, tmp_path):
     assert m["format"] == "dolly" and run.recipe["strategy"] == "lora"
     assert m["after"]["loss"] < m["before"]["loss"]
     assert (run.path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_sft_interrupted_run_resumes_to_identical_losses(tiny_models, tmp_path):
+    from conftest import StopAfter
+
+    from tunesmith.train.loop import Interrupted
+
+    data = _data(tmp_path, 40)
+    kw = dict(task="sft", model=str(tiny_models["llama"]), strategy="lora", epochs=2, lr=5e-3, bf16="off",
+              batch_size=8, max_length=48, patience=0, eval_generations=0, few_shot_k=0, max_new_tokens=4)
+    full = api.train(str(data), out=str(tmp_path / "full"), **kw)
+
+    flag = StopAfter(1, 2)  # Ctrl-C during the second epoch's second step
+    with pytest.raises(Interrupted):
+        api.train(str(data), out=str(tmp_path / "part"), on_event=flag.on_event, stop=flag, **kw)
+    assert not (tmp_path / "part" / "metrics.json").exists()
+    resumed = api.train(resume=True, out=str(tmp_path / "part"))
+    assert [h["train_loss"] for h in resumed.metrics["history"]] == pytest.approx(
+        [h["train_loss"] for h in full.metrics["history"]], rel=1e-6)
+    assert resumed.metrics["after"]["loss"] == pytest.approx(full.metrics["after"]["loss"], rel=1e-6)
+
+
+def test_sft_task_detected_from_instruction_columns(tiny_models, tmp_path):
+    events = []
+    run = api.train(str(_data(tmp_path, 16)), model=str(tiny_models["gpt2"]), epochs=1, batch_size=8, max_length=48,
+                    eval_generations=0, few_shot_k=0, bf16="off", out=str(tmp_path / "run"),
+                    on_event=lambda kind, **e: events.append(e.get("message", "")))
+    assert run.recipe["task"] == "sft" and run.recipe["strategy"] == "lora"
+    assert any("task: sft (alpaca format" in m for m in events)

@@ -143,6 +143,7 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
     if recipe.val_fraction > 0:
         train_convs, val_convs = split(train_convs, recipe.val_fraction, recipe.seed + 1)
 
+    torch.manual_seed(recipe.seed)  # weights the checkpoint lacks are initialised at load: seeded
     model, tok, model_path = load_causal_lm(recipe.model)
     from tunesmith.models.load import model_max_length
 
@@ -194,6 +195,7 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
             before["few_shot"].update(k=recipe.few_shot_k, mean_shots_used=shots)
         write_json(before_file, before)
 
+    torch.manual_seed(recipe.seed)  # LoRA's initial weights: the same seed gives the same run
     model = apply_strategy(model, recipe)
     result = fit_sft(model, train, val, recipe, pad_id=tok.pad_token_id, device=device, bf16=bf16,
                      ckpt_dir=ckpt, resume=resume, on_event=on_event, stop=stop)

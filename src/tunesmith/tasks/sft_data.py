@@ -107,6 +107,14 @@ def _messages(v, path, row) -> list[dict]:
     return [{"role": str(t["role"]), "content": _text(t["content"])} for t in v]
 
 
+def instruction_format(path, prompt_column=None, response_column=None) -> str | None:
+    """The instruction format of a data file, or None when its columns are not one (`--task auto`)."""
+    try:
+        return detect_format(read_table(path), path, prompt_column, response_column)[0]
+    except TunesmithError:
+        return None
+
+
 def load_conversations(path, prompt_column=None, response_column=None) -> tuple[list[Conversation], str, dict]:
     """Conversations of a file, its format, and counts of rows skipped for being empty."""
     frame = read_table(path)

@@ -6,6 +6,9 @@ exactly the same batches, and prediction needs the inverse permutation.
 """
 from __future__ import annotations
 
+import itertools
+
+import numpy as np
 import torch
 
 MEGA = 64  # batches per sorted window: large enough to cut padding, small enough to stay random
@@ -31,14 +34,11 @@ def inference_batches(lengths: list[int], batch_size: int) -> list[list[int]]:
 
 
 def collate(ids: list[list[int]], pad_id: int, padding_side: str = "right") -> dict:
-    n = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), n), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(ids), n), dtype=torch.long)
-    for r, x in enumerate(ids):
-        if padding_side == "left":
-            input_ids[r, n - len(x):] = torch.tensor(x)
-            mask[r, n - len(x):] = 1
-        else:
-            input_ids[r, :len(x)] = torch.tensor(x)
-            mask[r, :len(x)] = 1
-    return {"input_ids": input_ids, "attention_mask": mask}
+    # Filled through a boolean mask in numpy: a Python loop of per-row tensor copies cost ~1 ms per batch.
+    lens = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+    n = int(lens.max())
+    pos = np.arange(n)
+    mask = pos >= (n - lens)[:, None] if padding_side == "left" else pos < lens[:, None]
+    input_ids = np.full((len(ids), n), pad_id, dtype=np.int64)
+    input_ids[mask] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lens.sum()))
+    return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}

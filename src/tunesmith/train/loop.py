@@ -20,13 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import get_scheduler
 
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
-from tunesmith.train import distributed, feature_cache
+from tunesmith.train import distributed, fast_dropout, feature_cache
 from tunesmith.train.batching import collate, epoch_batches
 from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
+from tunesmith.train.optim import lazy_embeddings, optimizer_and_schedule, optimizer_step
 from tunesmith.train.precision import autocast
 from tunesmith.train.strategies import frozen_layers
 
@@ -55,41 +55,6 @@ class FitResult:
     train_seconds: float = 0.0
     train_samples: int = 0
     stopped_early: bool = False
-
-
-def _param_groups(model, weight_decay):
-    # No decay on biases and norms: standard practice (BERT, HF Trainer) and measurably better.
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def _optimizer(model, recipe, device):
-    groups = _param_groups(model, recipe.weight_decay)
-    # Fused AdamW: one kernel for all parameters instead of a Python loop over tensors (CPU and CUDA
-    # since torch 2.4); half of MiniLM's parameters are the word embeddings, updated every step.
-    try:
-        return torch.optim.AdamW(groups, lr=recipe.lr, fused=True)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(groups, lr=recipe.lr)
-
-
-def optimizer_and_schedule(model, recipe, device, total_steps: int):
-    opt = _optimizer(model, recipe, device)
-    sched = get_scheduler("constant_with_warmup" if recipe.scheduler == "constant" else recipe.scheduler,
-                          opt, num_warmup_steps=int(recipe.warmup_ratio * total_steps),
-                          num_training_steps=total_steps)
-    return opt, sched
-
-
-def optimizer_step(params, opt, sched, grad_clip: float) -> None:
-    if grad_clip:
-        torch.nn.utils.clip_grad_norm_(params, grad_clip)
-    opt.step()
-    sched.step()
-    opt.zero_grad(set_to_none=True)
 
 
 def track_best(st: dict, score: float, higher_is_better: bool, patience: int, epoch: int) -> bool:
@@ -143,7 +108,15 @@ class _StopFlag:
 
 def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, device: torch.device,
         bf16: bool, ckpt_dir: Path, resume: bool = False, on_event=None, stop=None) -> FitResult:
-    acc = distributed.accelerator()  # None when alone; else DDP over the process group
+    acc = distributed.accelerator()
+    # Lazy embedding rows on CPU (train/optim.py), switched on before DDP wraps the model: DDP reads
+    # each embedding's `sparse` flag when it builds its gradient buckets.
+    with lazy_embeddings(model, acc.device if acc is not None else device):
+        return _fit(model, task, train, val, recipe, pad_id=pad_id, device=device, bf16=bf16, ckpt_dir=ckpt_dir,
+                    resume=resume, on_event=on_event, stop=stop, acc=acc)
+
+
+def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, resume, on_event, stop, acc):
     rank, world = distributed.world()
     main = rank == 0
     on_event = (on_event or (lambda kind, **kw: None)) if main else (lambda kind, **kw: None)
@@ -182,7 +155,8 @@ def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, de
         # Every process must stop at the same step, or the others wait forever in the next all-reduce.
         return distributed.all_sum([float(flag.requested)])[0] > 0 if acc is not None else flag.requested
 
-    with (stop or _StopFlag()) as flag:
+    # On CPU dropout draws from a bulk random source (train/fast_dropout.py); CUDA's own is fast.
+    with (stop or _StopFlag()) as flag, fast_dropout.enabled(model, device.type == "cpu"):
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, epoch)

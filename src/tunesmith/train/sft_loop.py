@@ -16,10 +16,11 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.tasks.sft_data import IGNORE, SFTData
+from tunesmith.train import fast_dropout
 from tunesmith.train.batching import epoch_batches, inference_batches
 from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
-from tunesmith.train.loop import (FitResult, Interrupted, _StopFlag, optimizer_and_schedule, optimizer_step,
-                                  track_best)
+from tunesmith.train.loop import FitResult, Interrupted, _StopFlag, track_best
+from tunesmith.train.optim import optimizer_and_schedule, optimizer_step
 from tunesmith.train.precision import autocast
 
 
@@ -107,13 +108,17 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
     def save_last():
         save_resume(last_path, model, opt, sched, st)
 
-    with (stop or _StopFlag()) as flag:
+    # CPU: LoRA's dropout runs on the input of every adapted projection (7 per layer); torch's bernoulli
+    # there was the single largest cost of a step. train/fast_dropout.py draws the masks in bulk.
+    with (stop or _StopFlag()) as flag, fast_dropout.enabled(model, device.type == "cpu"):
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, epoch)
             model.train()
             on_event("epoch_start", epoch=epoch, batches=len(batches), done=st["batch"])
-            t0, seen, tokens, loss_sum, targets = time.perf_counter(), 0, 0, 0.0, 0
+            # A resumed partial epoch continues the sums saved at the interrupt: same epoch record as without it.
+            t0 = time.perf_counter()
+            seen, tokens, loss_sum, targets = st.pop("partial", None) or (0, 0, 0.0, 0)
             for bi in range(st["batch"], len(batches)):
                 units = [train.units[u] for u in batches[bi]]
                 b = {k: v.to(device) for k, v in collate_sft(train, units, pad_id).items()}
@@ -132,8 +137,7 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
                 if boundary and flag.requested:
                     st["batch"] = bi + 1
                     st["train_seconds"] += time.perf_counter() - t0
-                    st["train_samples"] += seen
-                    st["train_tokens"] += tokens
+                    st["partial"] = (seen, tokens, loss_sum, targets)  # counted at the epoch's end
                     save_last()
                     raise Interrupted(f"interrupted: checkpoint saved in {ckpt_dir}; "
                                       f"continue with the same command and --resume")
