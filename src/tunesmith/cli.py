@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +13,10 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 from rich.table import Table
 
 from tunesmith.errors import TunesmithError
+
+# Deprecation notices from inside transformers/peft (e.g. `is_gradient_checkpointing` called by peft) say
+# nothing a tunesmith user of the command line can act on.
+warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|peft)(\.|$)")
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Turn a pretrained transformer and your own data into a measured specialist model.")

@@ -102,3 +102,23 @@ def test_sft_packed_loss_equals_unpacked(tiny_models, arch):
         loss2, seg2, _ = token_losses(model, b)
     per2 = torch.zeros(len(data), dtype=torch.float64).index_add_(0, seg2, loss2.double())
     assert not torch.allclose(per2, a, rtol=1e-4, atol=1e-4)
+
+
+def test_sft_verdict_calls_a_win_only_outside_noise():
+    from tunesmith.tasks.sft import verdict
+
+    def gen(each):
+        return {"n": len(each), "rouge_l": sum(each) / len(each), "rouge_l_each": each, "stop_rate": 1.0}
+
+    def metrics(after, zero, few):
+        return {"before": {"loss": 2.0, "perplexity": 7.4}, "after": {"loss": 1.5, "perplexity": 4.5,
+                "generation": gen(after)}, "baselines": {"zero_shot": gen(zero), "few_shot_retrieval":
+                {**gen(few), "k": 3}}}
+
+    base = [0.2, 0.3, 0.25, 0.22, 0.28, 0.3, 0.21, 0.26]
+    clear = verdict(metrics([x + 0.3 for x in base], base, base))
+    assert clear.startswith("verdict: fine-tuning beat every prompting baseline")
+    noisy = verdict(metrics([x + (0.05 if i % 2 else -0.05) for i, x in enumerate(base)], base, base))
+    assert "no measurable difference" in noisy and "95% CI" in noisy
+    lost = verdict(metrics(base, base, [x + 0.3 for x in base]))
+    assert "did NOT beat the retrieval 3-shot base model" in lost

@@ -41,6 +41,14 @@ def test_sft_tuned_model_stops_before_limit(tuned_run):
     assert r["stopped"] and r["text"] == "red"
 
 
+def test_sft_report_shows_generations_side_by_side(tuned_run):
+    page = (tuned_run.path / "report.html").read_text()
+    assert "Generations side by side" in page and "say the colour number" in page and "Verdict." in page
+    assert page.count("<tr") >= 3 + len(tuned_run.metrics["samples"])  # header, 2+ model rows, one row per prompt
+    card = (tuned_run.path / "MODEL_CARD.md").read_text()
+    assert "pipeline_tag: text-generation" in card and "| fine-tuned |" in card
+
+
 def test_sft_generate_and_chat_commands(tuned_run):
     from typer.testing import CliRunner
 

@@ -67,3 +67,13 @@ def paired_bootstrap(score, y_true, pred_a, pred_b, metric: str, n_boot: int = N
     lo, hi = np.quantile(diffs, [0.025, 0.975])
     return {"metric": metric, "diff": float(point), "ci95": [float(lo), float(hi)],
             "p_not_better": float((diffs <= 0).mean()), "significant": bool(lo > 0)}
+
+
+def paired_mean_diff(a, b, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Mean of per-item scores a − b (same items, e.g. the same prompts), with its 95% interval."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if len(d) == 0:
+        return {"diff": 0.0, "ci95": [0.0, 0.0], "significant": False}
+    means = d[_draws(len(d), n_boot, seed)].mean(axis=1)
+    lo, hi = np.quantile(means, [0.025, 0.975])
+    return {"diff": float(d.mean()), "ci95": [float(lo), float(hi)], "significant": bool(lo > 0 or hi < 0)}

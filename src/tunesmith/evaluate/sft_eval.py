@@ -64,8 +64,10 @@ def rouge_l(pred: str, ref: str) -> float:
 
 def score_generations(gens: list[dict], refs: list[str]) -> dict:
     short = [i for i, r in enumerate(refs) if len(r.split()) <= SHORT_ANSWER_WORDS]
+    each = [rouge_l(g["text"], r) for g, r in zip(gens, refs)]
     m = {"n": len(gens), "stop_rate": float(np.mean([g["stopped"] for g in gens])) if gens else 0.0,
-         "rouge_l": float(np.mean([rouge_l(g["text"], r) for g, r in zip(gens, refs)])) if gens else 0.0,
+         "rouge_l": float(np.mean(each)) if gens else 0.0,
+         "rouge_l_each": [round(x, 4) for x in each],  # per prompt: paired comparisons in the verdict
          "mean_new_tokens": float(np.mean([g["tokens"] for g in gens])) if gens else 0.0,
          "n_short": len(short)}
     if short:

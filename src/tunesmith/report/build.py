@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from tunesmith.errors import TunesmithError
-from tunesmith.report import card, html
+from tunesmith.report import card, html, sft
 from tunesmith.run import MARKER
 
 
@@ -26,11 +26,15 @@ def write_report(run_path) -> tuple[Path, Path]:
                              f"`tunesmith train --resume --out {path}`")
     metrics = json.loads((path / "metrics.json").read_text())
     if "test" not in metrics:
-        raise TunesmithError(f"{path}/metrics.json: no test metrics; this report covers classification runs")
+        raise TunesmithError(f"{path}/metrics.json: no test metrics; the run did not measure a test set")
     recipe_doc = yaml.safe_load((path / MARKER).read_text()) or {}
-    audit = load_audit(path, metrics)
     name = path.resolve().name
     out_html, out_card = path / "report.html", path / "MODEL_CARD.md"
-    out_html.write_text(html.render(name, metrics, recipe_doc, audit), encoding="utf-8")
-    out_card.write_text(card.render(name, metrics, recipe_doc, audit), encoding="utf-8")
+    if metrics.get("task") == "sft":
+        page, model_card = sft.render_html(name, metrics, recipe_doc), sft.render_card(name, metrics, recipe_doc)
+    else:
+        audit = load_audit(path, metrics)
+        page, model_card = html.render(name, metrics, recipe_doc, audit), card.render(name, metrics, recipe_doc, audit)
+    out_html.write_text(page, encoding="utf-8")
+    out_card.write_text(model_card, encoding="utf-8")
     return out_html, out_card

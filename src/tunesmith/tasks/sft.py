@@ -14,6 +14,7 @@ import torch
 
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import sft_eval
+from tunesmith.evaluate.bootstrap import paired_mean_diff
 from tunesmith.run import Run, default_out, open_run, prepare_out, versions, write_json, write_recipe
 from tunesmith.tasks.sft_data import encode, load_conversations, pack, render_prompt, split
 from tunesmith.train.precision import use_bf16
@@ -98,6 +99,8 @@ def evaluate_model(model, tok, recipe, test, test_convs, device, bf16, retention
 
 
 def verdict(m: dict) -> str:
+    """Fine-tuned vs each prompting baseline on the same prompts: a win or a loss only when the 95%
+    interval of the per-prompt ROUGE-L difference excludes zero; 16 generations rarely settle it."""
     before, after, fs = m["before"], m["after"], m["baselines"].get("few_shot_retrieval")
     g = after["generation"]
     parts = [f"held-out response loss {before['loss']:.3f} → {after['loss']:.3f} "
@@ -105,20 +108,25 @@ def verdict(m: dict) -> str:
     rivals = {"zero-shot base model": m["baselines"]["zero_shot"]}
     if fs:
         rivals[f"retrieval {fs['k']}-shot base model"] = fs
-    beat = [n for n, b in rivals.items() if g["rouge_l"] > b["rouge_l"]]
-    cmp = ", ".join(f"{n} {b['rouge_l']:.3f}" for n, b in rivals.items())
-    parts.append(f"ROUGE-L fine-tuned {g['rouge_l']:.3f} vs {cmp}; stop rate {g['stop_rate']:.0%} "
+    won, lost, cmp = [], [], []
+    for name, b in rivals.items():
+        d = paired_mean_diff(g.get("rouge_l_each", []), b.get("rouge_l_each", []))
+        (won if d["significant"] and d["diff"] > 0 else lost if d["significant"] else []).append(name)
+        cmp.append(f"{name} {b['rouge_l']:.3f} (difference {d['diff']:+.3f}, 95% CI "
+                   f"{d['ci95'][0]:+.3f} to {d['ci95'][1]:+.3f})")
+    parts.append(f"ROUGE-L fine-tuned {g['rouge_l']:.3f} vs {'; '.join(cmp)}; stop rate {g['stop_rate']:.0%} "
                  f"(base {rivals['zero-shot base model']['stop_rate']:.0%})")
     if g["n"] == 0:
         head = "no generations compared (--eval-generations 0); held-out loss only"
-    elif len(beat) == len(rivals):
+    elif len(won) == len(rivals):
         head = "fine-tuning beat every prompting baseline"
-    elif beat:
-        head = f"fine-tuning beat the {' and '.join(beat)} but not the rest"
+    elif lost:
+        head = f"fine-tuning did NOT beat the {' and '.join(lost)}; prefer the prompt, or add data"
+    elif won:
+        head = f"fine-tuning beat the {' and '.join(won)}; against the rest the difference is within noise"
     else:
-        head = "fine-tuning did NOT beat prompting the base model; prefer the prompt, or add data"
-    if 0 < g["n"] < 30:
-        head += f" (on only {g['n']} generations: a rough signal)"
+        head = (f"no measurable difference from prompting the base model on {g['n']} generations "
+                f"(raise --eval-generations); held-out loss is the firmer signal")
     if "retention" in after:
         parts.append(f"retention perplexity {before['retention']['perplexity']:.1f} → "
                      f"{after['retention']['perplexity']:.1f}")
@@ -230,6 +238,9 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
                "wall_seconds": round(time.perf_counter() - t_start, 3)}
     metrics["verdict"] = verdict(metrics)
     write_json(out / "metrics.json", metrics)
+    from tunesmith.report import write_report
+
+    write_report(out)
     on_event("done", out=str(out), test=metrics["test"])
     return Run(out, metrics, recipe.model_dump(mode="json"))
 
