@@ -19,16 +19,16 @@ def test_dropout_rate_scale_and_gradient():
     y.sum().backward()
     assert torch.equal(x.grad != 0, kept)  # the backward pass uses the forward's mask
     assert fast_dropout.dropout(x, 0.1, training=False) is x
-
+    assert x.numel() >= fast_dropout.SMALL  # the bulk-random path, not torch's
 
 def test_dropout_follows_torch_seed_and_bf16_scale():
     torch.manual_seed(5)
-    a = fast_dropout.dropout(torch.ones(64, 64), 0.3)
+    a = fast_dropout.dropout(torch.ones(256, 256), 0.3)
     torch.manual_seed(5)
-    b = fast_dropout.dropout(torch.ones(64, 64), 0.3)
-    c = fast_dropout.dropout(torch.ones(64, 64), 0.3)
+    b = fast_dropout.dropout(torch.ones(256, 256), 0.3)
+    c = fast_dropout.dropout(torch.ones(256, 256), 0.3)
     assert torch.equal(a, b) and not torch.equal(b, c)
-    h = fast_dropout.dropout(torch.ones(64, 64, dtype=torch.bfloat16), 0.1)
+    h = fast_dropout.dropout(torch.ones(256, 256, dtype=torch.bfloat16), 0.1)
     assert h.dtype == torch.bfloat16
     assert set(h.unique().tolist()) == {0.0, torch.tensor(1 / 0.9, dtype=torch.bfloat16).item()}
 
@@ -37,6 +37,7 @@ def test_dropout_follows_torch_seed_and_bf16_scale():
 def test_attention_route_equals_sdpa(mask_kind):
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 4, 7, 8) for _ in range(3))
+    assert 2 * 4 * 7 * 7 < fast_dropout.SMALL  # small attention maps take torch's dropout: p=1e-9 keeps all
     module = torch.nn.Module()
     module.is_causal = mask_kind == "causal"
     mask = None
