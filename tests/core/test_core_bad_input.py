@@ -23,6 +23,14 @@ def one_line_error(code, err):
     return errors[0]
 
 
+def train_error(tmp_path, name, content, capsys, monkeypatch) -> str:
+    """Write `content` (text or bytes) to tmp_path/name, train on it, return the one error line."""
+    p = tmp_path / name
+    p.write_bytes(content) if isinstance(content, bytes) else p.write_text(content)
+    code, _, err = run_cli(["train", p, "--out", tmp_path / "r"], capsys, monkeypatch)
+    return one_line_error(code, err)
+
+
 def test_missing_file(tmp_path, capsys, monkeypatch):
     code, _, err = run_cli(["train", tmp_path / "nope.csv", "--out", tmp_path / "r"], capsys, monkeypatch)
     assert "nope.csv" in one_line_error(code, err) and "not found" in err
@@ -43,17 +51,11 @@ def test_undetectable_columns(tmp_path, capsys, monkeypatch):
 
 
 def test_empty_file(tmp_path, capsys, monkeypatch):
-    p = tmp_path / "empty.csv"
-    p.write_text("")
-    code, _, err = run_cli(["train", p, "--out", tmp_path / "r"], capsys, monkeypatch)
-    assert "empty" in one_line_error(code, err)
+    assert "empty" in train_error(tmp_path, "empty.csv", "", capsys, monkeypatch)
 
 
 def test_no_rows_left_after_dropping_empty_texts(tmp_path, capsys, monkeypatch):
-    p = tmp_path / "blank.csv"
-    p.write_text("text,label\n,a\n   ,b\n")
-    code, _, err = run_cli(["train", p, "--out", tmp_path / "r"], capsys, monkeypatch)
-    msg = one_line_error(code, err)
+    msg = train_error(tmp_path, "blank.csv", "text,label\n,a\n   ,b\n", capsys, monkeypatch)
     assert "no rows left" in msg and "2 empty text" in msg
 
 
@@ -73,10 +75,7 @@ def test_unseen_test_label_names_row(toy_csv, tmp_path, capsys, monkeypatch):
 
 
 def test_undecodable_bytes_names_row(tmp_path, capsys, monkeypatch):
-    p = tmp_path / "latin.csv"
-    p.write_bytes(b"text,label\nhello,a\ncaf\xe9 au lait,b\n")
-    code, _, err = run_cli(["train", p, "--out", tmp_path / "r"], capsys, monkeypatch)
-    msg = one_line_error(code, err)
+    msg = train_error(tmp_path, "latin.csv", b"text,label\nhello,a\ncaf\xe9 au lait,b\n", capsys, monkeypatch)
     assert "line 3" in msg and "data row 1" in msg and "UTF-8" in msg
 
 
@@ -118,7 +117,5 @@ def test_bad_strategy_and_recipe_values(toy_csv, tmp_path, capsys, monkeypatch):
 
 
 def test_bad_jsonl_line(tmp_path, capsys, monkeypatch):
-    p = tmp_path / "d.jsonl"
-    p.write_text('{"text": "a", "label": "x"}\n{"text": "b", "label": \n')
-    code, _, err = run_cli(["train", p, "--out", tmp_path / "r"], capsys, monkeypatch)
-    assert "line 2" in one_line_error(code, err)
+    bad = '{"text": "a", "label": "x"}\n{"text": "b", "label": \n'
+    assert "line 2" in train_error(tmp_path, "d.jsonl", bad, capsys, monkeypatch)
