@@ -93,7 +93,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         if train_path is None:
             raise TunesmithError("no training data: pass a data file or --config recipe.yaml")
         recipe = make_recipe(train=train_path, **settings)
-    if recipe.task == "auto" and recipe.label_column is None and recipe.text_column is None:
+    if recipe.task == "auto" and prepared is None and recipe.label_column is None and recipe.text_column is None:
         from tunesmith.tasks.sft_data import instruction_format
 
         fmt = instruction_format(recipe.train, recipe.prompt_column, recipe.response_column)

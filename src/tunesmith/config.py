@@ -1,6 +1,7 @@
 """The recipe: every setting of a run, validated at the edge, written out fully resolved."""
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
@@ -9,6 +10,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from tunesmith.errors import TunesmithError
+
+
+def cache_root() -> Path:
+    """Where converted models, embeddings and frozen-layer features are kept: $TUNESMITH_CACHE."""
+    return Path(os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith")
 
 STRATEGY_RE = re.compile(r"^(full|head|lora|freeze:\d+)$")
 

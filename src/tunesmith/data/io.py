@@ -31,9 +31,30 @@ def _decode(path: Path, raw: bytes) -> str:
             f"(byte {e.start}); re-save the file as UTF-8") from None
 
 
+_LAST: dict = {}  # (path, size, mtime) -> frame of the last file read
+
+
 def read_table(path: str | Path) -> pd.DataFrame:
-    """Every column as read; row i of the frame is data row i of the file (0-based, header excluded)."""
+    """Every column as read; row i of the frame is data row i of the file (0-based, header excluded).
+
+    The last file read is remembered (keyed by path, size and modification time) and handed out as a
+    copy: a run reads its training file several times (task detection, loading, audit)."""
     path = Path(path)
+    try:
+        st = path.stat()
+        key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    except OSError:
+        key = None
+    if key is not None and key in _LAST:
+        return _LAST[key].copy()
+    df = _read_table(path)
+    _LAST.clear()
+    if key is not None:
+        _LAST[key] = df
+    return df.copy()
+
+
+def _read_table(path: Path) -> pd.DataFrame:
     if not path.exists():
         raise TunesmithError(f"{path}: file not found")
     if path.is_dir():

@@ -1,12 +1,11 @@
 """Batched inference: inference mode, length grouping, bf16 where fast. Results in input order."""
 from __future__ import annotations
 
-import contextlib
-
 import numpy as np
 import torch
 
 from tunesmith.train.batching import collate, inference_batches
+from tunesmith.train.feature_cache import replay_or_null
 from tunesmith.train.precision import autocast
 
 
@@ -22,11 +21,12 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 6
     was_training = model.training
     model.eval()
     out = None
-    with contextlib.nullcontext() if replay is None else replay:
+    if replay is not None:
+        replay.padding_side = padding_side
+    with replay_or_null(replay):
         for batch in inference_batches([len(x) for x in ids], batch_size):
             if replay is not None:
                 replay.select(batch)
-                replay.padding_side = padding_side
             b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], pad_id, padding_side).items()}
             with autocast(bf16, device):
                 logits = model(**b).logits.float().cpu().numpy()

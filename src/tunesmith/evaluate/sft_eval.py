@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunesmith.tasks.sft_data import SFTData, prompt_text, render_prompt
+from tunesmith.tasks.sft_data import IGNORE, SFTData, prompt_text, render_prompt
 from tunesmith.train.batching import collate, inference_batches
 from tunesmith.train.precision import autocast
 
@@ -129,5 +129,5 @@ def text_data(tok, texts: list[str], max_length: int, max_texts: int = 200) -> t
             x, cut = x[:max_length], cut + 1
         if len(x) >= 2:
             ids.append(x)
-            labels.append([-100] + x[1:])
+            labels.append([IGNORE] + x[1:])
     return SFTData(ids, labels, list(range(len(ids)))), cut

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunesmith.config import cache_root
 from tunesmith.evaluate.predict import encode
 from tunesmith.train.batching import collate, inference_batches
 from tunesmith.train.precision import autocast, use_bf16
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith"
-    return Path(root) / "embeddings"
+    return cache_root() / "embeddings"
 
 
 def _key(model_path: str, max_length: int, texts: list[str]) -> str:

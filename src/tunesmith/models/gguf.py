@@ -12,11 +12,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tunesmith.config import cache_root
+
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith")
 
 
 def smollm2_folder() -> Path:

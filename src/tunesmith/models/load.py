@@ -33,10 +33,11 @@ def load_tokenizer(path: str):
     return tok
 
 
-def resolve_max_length(requested: int | None, config, tokenizer, model_name: str) -> int:
+def resolve_max_length(requested: int | None, config, tokenizer, model_name: str,
+                       default: int = DEFAULT_MAX_LENGTH) -> int:
     limit = model_max_length(config, tokenizer)
     if requested is None:
-        return min(limit, DEFAULT_MAX_LENGTH)
+        return min(limit, default)
     if requested > limit:
         raise TunesmithError(f"--max-length {requested} is above what model '{model_name}' supports ({limit}); "
                              f"use --max-length {limit} or less")

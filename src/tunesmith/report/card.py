@@ -7,7 +7,7 @@ import yaml
 
 from tunesmith.evaluate.verdict import baseline_name, metric_name
 
-HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2"}  # what the built-in names are on the Hub
+HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the built-in names are on the Hub
 
 
 def _base_model(name: str) -> str | None:

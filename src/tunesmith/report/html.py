@@ -148,7 +148,12 @@ def render(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
                      f'(1 = unchanged; lower means the encoder moved further from what it knew).</p>')
         s.append("</section>")
     s.append(audit_section(audit))
-    s.append(f"<section><h2>Recipe</h2><pre>{escape(yaml.safe_dump(recipe_doc, sort_keys=False, allow_unicode=True))}</pre></section>")
+    return page(name, s, recipe_doc)
+
+
+def page(name: str, sections: list[str], recipe_doc: dict) -> str:
+    """The whole document: the sections, then the recipe, in the shared style."""
+    recipe = f"<section><h2>Recipe</h2><pre>{escape(yaml.safe_dump(recipe_doc, sort_keys=False, allow_unicode=True))}</pre></section>"
     return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunesmith report: {escape(name)}</title>'
             f'<meta name="viewport" content="width=device-width, initial-scale=1">{CSP}<style>{CSS}</style></head>'
-            f'<body><main>{"".join(s)}</main></body></html>')
+            f'<body><main>{"".join(sections)}{recipe}</main></body></html>')

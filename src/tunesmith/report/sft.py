@@ -7,10 +7,9 @@ from html import escape
 import yaml
 
 from tunesmith.report import charts
-from tunesmith.report.card import HUB_IDS
-from tunesmith.report.html import CSP, CSS, fmt, img, table
+from tunesmith.report.card import _base_model
+from tunesmith.report.html import fmt, img, page, table
 
-HUB_IDS = {**HUB_IDS, "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 COLS = [("loss", "held-out loss"), ("perplexity", "perplexity"), ("rouge_l", "ROUGE-L"),
         ("stop_rate", "stop rate"), ("mean_new_tokens", "mean new tokens"), ("exact_match", "exact match")]
 
@@ -28,8 +27,8 @@ def _rows(m: dict) -> list[tuple[str, dict]]:
 def render_html(name: str, m: dict, recipe_doc: dict) -> str:
     recipe = recipe_doc.get("recipe", {})
     rows = _rows(m)
-    tone = "" if m.get("verdict", "").startswith("verdict: fine-tuning beat") else (
-        "bad" if "did NOT" in m.get("verdict", "") else "meh")
+    v = m.get("verdict", "")
+    tone = "" if v.startswith("verdict: fine-tuning beat every") else ("bad" if "did NOT" in v else "meh")
     s = [f"<h1>tunesmith report: {escape(name)}</h1>",
          f'<div class="sub">instruction tuning ({escape(str(m.get("format")))} format) · model '
          f'{escape(str(recipe.get("model")))} · strategy {escape(str(recipe.get("strategy")))} · '
@@ -55,19 +54,16 @@ def render_html(name: str, m: dict, recipe_doc: dict) -> str:
         s += ["<section><h2>Generations side by side</h2>",
               table(head, body).replace("<td>", '<td style="text-align:left;vertical-align:top;white-space:pre-wrap">'),
               "</section>"]
-    s.append(f"<section><h2>Recipe</h2><pre>{escape(yaml.safe_dump(recipe_doc, sort_keys=False, allow_unicode=True))}"
-             "</pre></section>")
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>tunesmith report: {escape(name)}</title>'
-            f'<meta name="viewport" content="width=device-width, initial-scale=1">{CSP}<style>{CSS}</style></head>'
-            f'<body><main>{"".join(s)}</main></body></html>')
+    return page(name, s, recipe_doc)
 
 
 def render_card(name: str, m: dict, recipe_doc: dict) -> str:
     recipe = recipe_doc.get("recipe", {})
     front = {"library_name": "transformers", "pipeline_tag": "text-generation",
              "tags": ["tunesmith", "sft", str(recipe.get("strategy"))]}
-    if recipe.get("model") in HUB_IDS:
-        front["base_model"] = HUB_IDS[recipe["model"]]
+    base = _base_model(recipe.get("model", ""))
+    if base:
+        front["base_model"] = base
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", f"# {name}", "",
              f"Instruction-tuned from `{recipe.get('model')}` with tunesmith ({recipe.get('strategy')}) on "
              f"`{recipe.get('train')}` ({m.get('format')} format).", "", m.get("verdict", ""), "",

@@ -153,13 +153,10 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
 
     torch.manual_seed(recipe.seed)  # weights the checkpoint lacks are initialised at load: seeded
     model, tok, model_path = load_causal_lm(recipe.model)
-    from tunesmith.models.load import model_max_length
+    from tunesmith.models.load import resolve_max_length
 
-    limit = model_max_length(model.config, tok)
-    recipe = recipe.model_copy(update={"max_length": recipe.max_length or min(DEFAULT_MAX_LENGTH, limit)})
-    if recipe.max_length > limit:
-        raise TunesmithError(f"--max-length {recipe.max_length} is above what model '{recipe.model}' supports "
-                             f"({limit}); use --max-length {limit} or less")
+    recipe = recipe.model_copy(update={"max_length": resolve_max_length(
+        recipe.max_length, model.config, tok, recipe.model, default=DEFAULT_MAX_LENGTH)})
     train, train_convs, c_train = _encode_split(tok, train_convs, recipe, "train", on_event)
     val = _encode_split(tok, val_convs, recipe, "validation", on_event)[0] if val_convs else None
     test, test_convs, c_test = _encode_split(tok, test_convs, recipe, "test", on_event)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunesmith.config import cache_root
 from tunesmith.train.batching import collate, inference_batches
 from tunesmith.train.precision import autocast
 from tunesmith.train.strategies.layers import layer_stack, split_parameters
@@ -36,8 +37,7 @@ def mode() -> str:
 
 
 def cache_dir() -> Path:
-    root = os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith"
-    return Path(root) / "features"
+    return cache_root() / "features"
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Features:
     def batch(self, idx, width: int, padding_side: str = "right") -> torch.Tensor:
         # Index arithmetic in numpy, then one gather and one scatter in torch: a Python loop over rows
         # (or a dozen small torch index ops) was a third of every cached `head` epoch.
-        offsets = self.offsets_np
+        offsets = self.offsets.numpy()  # int64, shares memory with the tensor
         idx = np.asarray(idx, dtype=np.int64)
         starts, lens = offsets[idx], offsets[idx + 1] - offsets[idx]
         first = np.cumsum(lens) - lens                          # where each example starts in the gather
@@ -64,11 +64,6 @@ class Features:
         out.index_copy_(0, dst, self.flat.index_select(0, src))
         return out.view(len(idx), width, -1)
 
-    @property
-    def offsets_np(self) -> np.ndarray:
-        if getattr(self, "_offsets_np", None) is None:
-            self._offsets_np = self.offsets.numpy().astype(np.int64)
-        return self._offsets_np
 
 
 def _unwrap(model):

@@ -55,6 +55,7 @@ class FitResult:
     train_seconds: float = 0.0
     train_samples: int = 0
     stopped_early: bool = False
+    train_tokens: int = 0  # SFT: response and prompt tokens trained on
 
 
 def track_best(st: dict, score: float, higher_is_better: bool, patience: int, epoch: int) -> bool:

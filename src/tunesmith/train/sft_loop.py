@@ -129,7 +129,7 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
                 loss_sum += float(loss_tok.detach().sum())
                 targets += loss_tok.numel()
                 seen += sum(len(u) for u in units)
-                tokens += int((b["segments"] >= 0).sum())
+                tokens += sum(lengths[u] for u in batches[bi])  # known on the host: no device read
                 boundary = (bi + 1) % recipe.grad_accum == 0 or bi + 1 == len(batches)
                 if boundary:
                     optimizer_step(params, opt, sched, recipe.grad_clip)
@@ -149,8 +149,9 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
                       "train_samples_per_second": round(seen / max(secs, 1e-9), 2),
                       "train_tokens_per_second": round(tokens / max(secs, 1e-9), 1)}
             if val is not None and len(val):
-                vl = response_loss(model, val, pad_id, recipe.batch_size * 2, bf16, device)["loss"]
-                record.update({"val_loss": vl, "val_perplexity": math.exp(min(vl, 50))})
+                r = response_loss(model, val, pad_id, recipe.batch_size * 2, bf16, device)
+                vl = r["loss"]
+                record.update({"val_loss": vl, "val_perplexity": r["perplexity"]})
                 if track_best(st, vl, False, recipe.patience, epoch):  # lower held-out loss is better
                     atomic_save(trainable_state(model), best_path)
             st["history"].append(record)
@@ -160,7 +161,5 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
 
     if best_path.exists() and st["best_epoch"] is not None:
         load_trainable(model, torch.load(best_path, weights_only=False))
-    res = FitResult(st["history"], st["best_epoch"], st["best_metric"], st["train_seconds"],
-                    st["train_samples"], st["stopped_early"])
-    res.train_tokens = st["train_tokens"]
-    return res
+    return FitResult(st["history"], st["best_epoch"], st["best_metric"], st["train_seconds"],
+                     st["train_samples"], st["stopped_early"], st["train_tokens"])

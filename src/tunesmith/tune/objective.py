@@ -68,7 +68,7 @@ class Objective:
         facts = {m: model_facts(m, tr.texts) for m in models}
         self.layers = {m: f[0] for m, f in facts.items()}
         self.lengths = {m: f[1] for m, f in facts.items()}
-        self.key = "loss" if base.metric == "loss" else base.metric
+        self.key = base.metric  # the validation metric each epoch reports as val_<metric>
 
     def settings(self, trial) -> dict:
         return suggest(trial, self.space, self.models, self.layers, self.lengths)
@@ -85,7 +85,7 @@ class Objective:
         def on_event(kind, **kw):
             if kind != "epoch_end":
                 return
-            value = kw["val_loss"] if self.key == "loss" else kw[f"val_{self.key}"]
+            value = kw[f"val_{self.key}"]
             values.append(value)
             trial.report(value, kw["epoch"])
             if trial.should_prune():  # propagates out of fit(): the loop stops here
