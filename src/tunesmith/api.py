@@ -103,6 +103,10 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if recipe.task == "sft":
         from tunesmith.tasks.sft import train_sft  # decoder instruction tuning has its own data path
 
+        if distributed.world()[1] > 1:  # its loop has no DDP: every process would train and write the run
+            raise TunesmithError("--nproc: instruction tuning (--task sft) runs in one process for now; "
+                                 "drop --nproc")
+
         return train_sft(recipe, resume=resume, overwrite=overwrite, on_event=on_event, stop=stop)
 
     task_name, labels, tr, va, te, loaded = prepared or prepare_data(recipe, on_event)

@@ -123,3 +123,11 @@ def test_sft_task_detected_from_instruction_columns(tiny_models, tmp_path):
                     on_event=lambda kind, **e: events.append(e.get("message", "")))
     assert run.recipe["task"] == "sft" and run.recipe["strategy"] == "lora"
     assert any("task: sft (alpaca format" in m for m in events)
+
+
+def test_sft_refuses_several_processes(tiny_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")  # what torch.distributed.run sets for --nproc 2
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(TunesmithError, match="--nproc: instruction tuning"):
+        api.train(str(_data(tmp_path, 8)), task="sft", model=str(tiny_models["gpt2"]), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
