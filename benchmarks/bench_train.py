@@ -201,7 +201,9 @@ def main():
     print(f"\n| full fine-tuning | HF Trainer (fp32) | tunesmith | ratio |\n|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
-    print(f"\ntunesmith MFU: {flops / ts['train_seconds'] / 1e9:.1f} GFLOP/s achieved / {peak / 1e9:.0f} "
+    print("\ntunesmith samples/s by epoch (the first includes one-time kernel set-up for each new shape): "
+          + ", ".join(f"{h['train_samples_per_second']:.0f}" for h in ts["history"]))
+    print(f"tunesmith MFU: {flops / ts['train_seconds'] / 1e9:.1f} GFLOP/s achieved / {peak / 1e9:.0f} "
           f"GFLOP/s bf16 peak = {100 * mfu:.1f}%")
     ep = [h["epoch_seconds"] for h in head["history"]]
     print(f"head strategy epoch seconds: {', '.join(f'{e:.2f}' for e in ep)}; first / later: "

@@ -25,11 +25,16 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 6
         replay.padding_side = padding_side
     with replay_or_null(replay):
         for batch in inference_batches([len(x) for x in ids], batch_size):
-            if replay is not None:
-                replay.select(batch)
-            b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], pad_id, padding_side).items()}
-            with autocast(bf16, device):
-                logits = model(**b).logits.float().cpu().numpy()
+            direct = replay is not None and replay.direct
+            with autocast(bf16 and not direct, device):  # the direct head runs in fp32 (train/loop.py)
+                if direct:
+                    logits = replay.logits(torch.tensor(batch))
+                else:
+                    if replay is not None:
+                        replay.select(batch)
+                    b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], pad_id, padding_side).items()}
+                    logits = model(**b).logits
+            logits = logits.float().cpu().numpy()
             if out is None:
                 out = np.zeros((len(ids), logits.shape[1]), dtype=np.float32)
             out[batch] = logits

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from tunesmith.config import cache_root
+from tunesmith.train import heads
 from tunesmith.train.batching import collate, inference_batches
 from tunesmith.train.precision import autocast
 from tunesmith.train.strategies.layers import layer_stack, split_parameters
@@ -159,12 +160,25 @@ def clear_memory() -> None:
 
 
 class Replay:
-    """Context in which layers[:K] replay cached features; call select(idx) before each forward."""
+    """Context in which layers[:K] replay cached features; call select(idx) before each forward.
 
-    def __init__(self, model, k: int, feats: Features, padding_side: str = "right"):
+    With every layer cached (`head`) on an architecture train/heads.py knows, and given the token ids,
+    `direct` is set and `logits(idx)` runs the head on the one token it reads, skipping the model's forward.
+    """
+
+    def __init__(self, model, k: int, feats: Features, padding_side: str = "right", ids=None, pad_id=None):
         self.model = _unwrap(model)
         self.stack = layer_stack(self.model)[1]
         self.k, self.feats, self.padding_side, self.idx = k, feats, padding_side, None
+        head = heads.for_model(self.model) if k == len(self.stack) and ids is not None else None
+        self.direct = head is not None
+        if head is not None:
+            self.head = head[1]
+            self.rows = torch.from_numpy(heads.token_rows(head[0], ids, feats.offsets.numpy(), pad_id))
+
+    def logits(self, idx) -> torch.Tensor:
+        device = next(self.model.parameters()).device
+        return self.head(self.feats.flat.index_select(0, self.rows[idx]).to(device))
 
     def select(self, idx) -> None:
         self.idx = idx

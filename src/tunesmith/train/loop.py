@@ -23,12 +23,13 @@ import torch
 
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
-from tunesmith.train import distributed, fast_dropout, feature_cache
+from tunesmith.train import cpu_malloc, distributed, fast_dropout, feature_cache, heads, master_weights
 from tunesmith.train.batching import collate, epoch_batches
 from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
 from tunesmith.train.optim import lazy_embeddings, optimizer_and_schedule, optimizer_step
 from tunesmith.train.precision import autocast
 from tunesmith.train.strategies import frozen_layers
+from tunesmith.train.strategies.layers import num_layers
 
 
 class Interrupted(TunesmithError):
@@ -110,6 +111,8 @@ class _StopFlag:
 def fit(model, task, train: Split, val: Split | None, recipe, *, pad_id: int, device: torch.device,
         bf16: bool, ckpt_dir: Path, resume: bool = False, on_event=None, stop=None) -> FitResult:
     acc = distributed.accelerator()
+    if device.type == "cpu":
+        cpu_malloc.tune()
     # Lazy embedding rows on CPU (train/optim.py), switched on before DDP wraps the model: DDP reads
     # each embedding's `sparse` flag when it builds its gradient buckets.
     with lazy_embeddings(model, acc.device if acc is not None else device):
@@ -132,6 +135,10 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
 
     k = _frozen_k(model, recipe)
     use_cache = k > 0 and feature_cache.mode() != "off"
+    # `head` on a known architecture: the head runs on cached features directly (train/heads.py), in fp32
+    # (its matmuls are batch x hidden: too small for bf16 to pay back its casts). It bypasses DDP's forward,
+    # which DDP's gradient sync needs, so single process only.
+    direct = use_cache and k == num_layers(model) and acc is None and heads.for_model(model) is not None
     replay_train = replay_val = None
 
     lengths = [len(x) for x in train.ids]
@@ -156,8 +163,11 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
         # Every process must stop at the same step, or the others wait forever in the next all-reduce.
         return distributed.all_sum([float(flag.requested)])[0] > 0 if acc is not None else flag.requested
 
-    # On CPU dropout draws from a bulk random source (train/fast_dropout.py); CUDA's own is fast.
-    with (stop or _StopFlag()) as flag, fast_dropout.enabled(model, device.type == "cpu"):
+    # On CPU dropout draws from a bulk random source (train/fast_dropout.py); CUDA's own is fast. bf16 on
+    # CPU computes with bf16 copies of the Linear weights and keeps fp32 masters (train/master_weights.py).
+    masters = not direct and master_weights.applicable(model, device, bf16, acc is not None)
+    with (stop or _StopFlag()) as flag, fast_dropout.enabled(model, device.type == "cpu"), \
+            master_weights.use(model, masters) as mw:
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, epoch)
@@ -168,7 +178,7 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
             seen, loss_sum, correct = partial if partial and main else (0, 0.0, 0)
             if use_cache and replay_train is None:  # inside the first epoch's clock: it pays for it
                 feats = feature_cache.features(model, k, train.ids, pad_id, bf16, device, recipe.max_length)
-                replay_train = feature_cache.Replay(model, k, feats)
+                replay_train = feature_cache.Replay(model, k, feats, ids=train.ids if direct else None, pad_id=pad_id)
             net.train()
             if k:
                 feature_cache.frozen_eval(model, k)  # no dropout below K: the first epoch matches cached ones
@@ -184,23 +194,26 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
                     weight = len(mine) * world / len(idx)
                     if replay_train is not None:
                         replay_train.select(share)
-                    b = {n: v.to(device) for n, v in collate([train.ids[i] for i in share], pad_id).items()}
+                    if not direct:
+                        b = {n: v.to(device) for n, v in collate([train.ids[i] for i in share], pad_id).items()}
                     y = train.targets[share].to(device)
                     boundary = (bi + 1) % recipe.grad_accum == 0 or bi + 1 == len(batches)
                     # Gradient accumulation under DDP: all-reduce only on the step that updates.
                     sync = contextlib.nullcontext() if acc is None or boundary else net.no_sync()
-                    with sync:
-                        with autocast(bf16, device):
-                            logits = net(**b).logits
+                    with sync, mw.computing():
+                        with autocast(bf16 and not direct, device):
+                            logits = replay_train.logits(share) if direct else net(**b).logits
                         loss = task.loss(logits, y, recipe.label_smoothing)
                         (loss * (weight / recipe.grad_accum)).backward()
+                    mw.gather_grads()
                     loss_value = float(loss.detach())
                     loss_sum += loss_value * len(mine)
                     seen += len(mine)
                     if y.ndim == 1 and mine:  # running train accuracy from the training forward passes (free)
                         correct += int((logits.argmax(-1) == y).sum())
                     if boundary:
-                        optimizer_step(params, opt, sched, recipe.grad_clip)
+                        optimizer_step(params, opt, sched, recipe.grad_clip, mw.flat_grads())
+                        mw.after_step()
                     on_event("step", epoch=epoch, batch=bi + 1, loss=loss_value)
                     if boundary and stop_requested(flag):
                         st["batch"] = bi + 1
@@ -222,7 +235,7 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
             if val is not None and len(val):
                 if use_cache and replay_val is None:
                     feats = feature_cache.features(model, k, val.ids, pad_id, bf16, device, recipe.max_length)
-                    replay_val = feature_cache.Replay(model, k, feats)
+                    replay_val = feature_cache.Replay(model, k, feats, ids=val.ids, pad_id=pad_id)
                 # Every process scores the whole validation set: identical early-stopping decisions.
                 m, vloss, _ = evaluate_split(model, task, val, pad_id, recipe.batch_size * 2, bf16, device,
                                              replay=replay_val)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from tunesmith.tasks.sft_data import IGNORE, SFTData
-from tunesmith.train import fast_dropout
+from tunesmith.train import cpu_malloc, fast_dropout
 from tunesmith.train.batching import epoch_batches, inference_batches
 from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
 from tunesmith.train.loop import FitResult, Interrupted, _StopFlag, track_best
@@ -92,6 +92,8 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     torch.manual_seed(recipe.seed)
     model.to(device)
+    if device.type == "cpu":
+        cpu_malloc.tune()
 
     lengths = train.unit_lengths()
     n_batches = math.ceil(len(lengths) / recipe.batch_size)

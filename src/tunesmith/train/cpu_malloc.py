@@ -1,0 +1,30 @@
+"""glibc malloc settings for training on CPU.
+
+Why: a training step allocates and frees the same few-MB activation and gradient buffers hundreds of
+times. glibc serves blocks above its mmap threshold with fresh mmaps, unmaps them on free and trims the
+heap top, so every step page-faults the same memory in again. Fixing the mmap threshold at its maximum
+(32 MB) and not trimming keeps those blocks in the heap for reuse, which is what preloading tcmalloc or
+jemalloc does for PyTorch on CPU, without the preload. Peak memory is unchanged: the heap keeps what a
+step needed at most, which is what the peak was anyway (bench_train.py prints peak RSS against the Trainer).
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+_done = False
+
+
+def tune() -> bool:
+    """Once per process; False where the C library is not glibc (macOS, musl): nothing changes there."""
+    global _done
+    if _done:
+        return True
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    _done = bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(M_TRIM_THRESHOLD, 2**30))
+    return _done

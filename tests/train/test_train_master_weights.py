@@ -1,0 +1,122 @@
+"""bf16 compute weights with fp32 masters: what the optimizer and checkpoints see stays fp32."""
+from types import SimpleNamespace as NS
+
+import pytest
+import torch
+
+from tunesmith.evaluate.predict import encode
+from tunesmith.models.load import load_classifier
+from tunesmith.tasks.classification import SingleLabel
+from tunesmith.train import master_weights
+from tunesmith.train.batching import collate
+from tunesmith.train.loop import Split, fit
+
+TEXTS = ["my parcel never arrived", "refund please", "the courier lost the tracking number again today",
+         "locked out", "password reset link does not work at all", "charge twice"]
+
+
+def _model(tiny_models):
+    torch.manual_seed(0)
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"], "single_label")
+    return model.train(), tok
+
+
+def test_swap_gather_and_refresh(tiny_models):
+    model, tok = _model(tiny_models)
+    linear = model.bert.encoder.layer[0].attention.output.dense
+    master = linear.weight
+    b = collate(encode(tok, TEXTS, 32), tok.pad_token_id)
+    y = torch.tensor([0, 1, 2] * 2)
+    with master_weights.use(model, True) as mw:
+        assert isinstance(mw, master_weights.MasterWeights)
+        torch.manual_seed(1)  # the same dropout masks in both micro-batches
+        with mw.computing():
+            assert linear.weight.dtype == torch.bfloat16 and linear.weight is not master
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = model(**b).logits
+            assert out.dtype == torch.bfloat16
+            torch.nn.functional.cross_entropy(out.float(), y).backward()
+            one = linear.weight.grad.float().clone()
+        assert linear.weight is master and master.dtype == torch.float32
+        mw.gather_grads()
+        torch.testing.assert_close(master.grad, one)
+        torch.manual_seed(1)
+        with mw.computing():  # a second micro-batch: gradients add up in fp32
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                torch.nn.functional.cross_entropy(model(**b).logits.float(), y).backward()
+        mw.gather_grads()
+        torch.testing.assert_close(master.grad, 2 * one, rtol=1e-2, atol=1e-4)
+        with torch.no_grad():
+            master.add_(1.0)
+        mw.after_step()
+        with mw.computing():
+            torch.testing.assert_close(linear.weight.float(), master.detach(), rtol=1e-2, atol=1e-2)
+    # Closed: every parameter has its own storage again (safetensors refuses shared ones).
+    ptrs = [p.untyped_storage().data_ptr() for p in model.parameters()]
+    assert len(set(ptrs)) == len(ptrs)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta"])
+def test_fused_qkv_equals_three_projections(tiny_models, arch, monkeypatch):
+    torch.manual_seed(0)
+    model, tok, _ = load_classifier(str(tiny_models[arch]), ["a", "b", "c"], "single_label")
+    model.train()
+    b = collate(encode(tok, TEXTS, 32), tok.pad_token_id)
+    y = torch.tensor([0, 1, 2] * 2)
+    grads = {}
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(master_weights, "FUSABLE", set())
+        with master_weights.use(model, True) as mw:
+            assert len(mw.fused) == (model.config.num_hidden_layers if fused else 0)
+            with mw.computing(), torch.autocast("cpu", dtype=torch.bfloat16):
+                torch.manual_seed(1)  # the same dropout masks in both
+                out = model(**b).logits.float()
+            torch.nn.functional.cross_entropy(out, y).backward()
+            mw.gather_grads()
+            grads[fused] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+        model.zero_grad(set_to_none=True)
+    torch.testing.assert_close(grads[True][0], grads[False][0], rtol=1e-2, atol=1e-2)
+    assert grads[True][1].keys() == grads[False][1].keys()
+    assert any(".query." in n for n in grads[True][1])
+    for n, g in grads[True][1].items():
+        torch.testing.assert_close(g, grads[False][1][n], rtol=2e-2, atol=1e-3, msg=n)
+
+
+def test_off_when_distributed_lora_or_fp32(tiny_models):
+    model, _ = _model(tiny_models)
+    cpu = torch.device("cpu")
+    assert master_weights.applicable(model, cpu, True, False)
+    assert not master_weights.applicable(model, cpu, False, False)
+    assert not master_weights.applicable(model, cpu, True, True)
+    assert not master_weights.applicable(model, torch.device("cuda"), True, False)
+
+
+def _fit(tiny_models, tmp_path, name):
+    model, tok = _model(tiny_models)
+    recipe = NS(seed=3, batch_size=4, grad_accum=2, epochs=2, lr=1e-3, weight_decay=0.01, scheduler="linear",
+                warmup_ratio=0.0, max_length=32, metric="accuracy", patience=0, label_smoothing=0.0, grad_clip=1.0,
+                strategy="full")
+    task = SingleLabel(["a", "b", "c"])
+    ids = encode(tok, TEXTS * 4, 32)
+    y = task.targets(["a", "b", "c"] * 8)
+    r = fit(model, task, Split(ids, y), Split(ids[:6], y[:6]), recipe, pad_id=tok.pad_token_id,
+            device=torch.device("cpu"), bf16=True, ckpt_dir=tmp_path / name)
+    return r.history, model
+
+
+def test_training_with_masters_tracks_autocast(tiny_models, tmp_path, monkeypatch):
+    calls = []
+    real = master_weights.MasterWeights
+    monkeypatch.setattr(master_weights, "MasterWeights", lambda m: calls.append(1) or real(m))
+    masters, m1 = _fit(tiny_models, tmp_path, "masters")
+    assert calls  # the master-weight path really ran
+    monkeypatch.setattr(master_weights, "applicable", lambda *a: False)
+    autocast, m2 = _fit(tiny_models, tmp_path, "autocast")
+    for a, b in zip(masters, autocast):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=0.02)
+    assert masters[-1]["train_loss"] < masters[0]["train_loss"]
+    for (n, p), q in zip(m1.named_parameters(), m2.parameters()):
+        assert p.dtype == torch.float32
+        torch.testing.assert_close(p, q, rtol=0.05, atol=2e-3, msg=n)
