@@ -16,7 +16,7 @@ from tunesmith.data.io import fingerprint, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import encode, predict_logits
 from tunesmith.models.load import load_classifier, load_tokenizer, resolve_max_length
-from tunesmith.run import Run, default_out, open_run, prepare_out, versions, write_json, write_recipe
+from tunesmith.run import Run, check_out, default_out, open_run, prepare_out, versions, write_json, write_recipe
 from tunesmith.tasks import get_task
 from tunesmith.train import strategies
 from tunesmith.train.checkpoint import atomic_save
@@ -111,6 +111,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
 
     task_name, labels, tr, va, te, loaded = prepared or prepare_data(recipe, on_event)
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)
+    if main:
+        check_out(out, overwrite, resume)  # before the audit's and the model's slow work
     audit_summary = None
     if resume and (out / "audit.json").exists():  # audited before the interrupt: same data, same answer
         audit_summary = [{k: c[k] for k in ("name", "severity", "count")}

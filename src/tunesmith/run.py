@@ -43,8 +43,8 @@ def default_out(train_path: str) -> Path:
     return Path("runs") / f"{datetime.now():%Y%m%d-%H%M%S}-{Path(train_path).stem}"
 
 
-def prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
-    """Refuse to clobber: an existing folder needs --overwrite, and only a run folder is ever deleted."""
+def check_out(out: Path, overwrite: bool, resume: bool) -> None:
+    """The refusals of prepare_out, changing nothing: callers check before any slow work."""
     if out.exists() and any(out.iterdir()):
         if resume:
             return
@@ -54,9 +54,15 @@ def prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
         if not (out / MARKER).exists():
             raise TunesmithError(f"{out}: exists and is not a tunesmith run folder; refusing to delete it, "
                                  f"choose another --out")
-        shutil.rmtree(out)
     elif resume:
         raise TunesmithError(f"{out}: nothing to resume there; run without --resume")
+
+
+def prepare_out(out: Path, overwrite: bool, resume: bool) -> None:
+    """Refuse to clobber: an existing folder needs --overwrite, and only a run folder is ever deleted."""
+    check_out(out, overwrite, resume)
+    if out.exists() and any(out.iterdir()) and not resume:
+        shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
 
 

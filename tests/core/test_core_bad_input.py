@@ -101,6 +101,9 @@ def test_existing_run_folder_refused_and_kept(toy_csv, tmp_path, capsys, monkeyp
     out = tmp_path / "r"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
+    import tunesmith.audit.training as audit_training  # refused before the audit's slow work, not after it
+
+    monkeypatch.setattr(audit_training, "audit_for_training", lambda *a, **k: pytest.fail("audit ran first"))
     code, _, err = run_cli(["train", toy_csv, "--out", out], capsys, monkeypatch)
     assert "already exists" in one_line_error(code, err)
     # --overwrite still refuses a folder that is not a tunesmith run: nothing the user had is lost

@@ -94,3 +94,17 @@ def test_head_training_same_with_and_without_cache(tiny_models, toy_csv, tmp_pat
         assert b["val_macro_f1"] == pytest.approx(a["val_macro_f1"], abs=1e-9)
     assert on["test"]["accuracy"] == off["test"]["accuracy"]
     assert on["test"]["macro_f1"] == pytest.approx(off["test"]["macro_f1"], abs=1e-9)
+
+
+def test_frozen_weights_hashed_once_per_model_until_changed(tiny_models, monkeypatch):
+    model, tok = _model(tiny_models["bert"], "freeze:2")
+    made = []
+    real = feature_cache.hashlib.blake2b
+    monkeypatch.setattr(feature_cache.hashlib, "blake2b", lambda **kw: made.append(1) or real(**kw))
+    a = feature_cache.key(model, 2, encode(tok, TEXTS, 32), 32, False)
+    b = feature_cache.key(model, 2, encode(tok, TEXTS[:3], 32), 32, False)  # validation split: same weights
+    assert a != b and len(made) == 3  # two keys, one weight digest
+    with torch.no_grad():
+        model.bert.encoder.layer[1].output.dense.bias.add_(1.0)  # changed in place: hashed again
+    c = feature_cache.key(model, 2, encode(tok, TEXTS, 32), 32, False)
+    assert c != a and len(made) == 5
