@@ -134,3 +134,12 @@ def test_collate_and_feature_batches(side):
         got = out[r, 4 - (z - a):] if side == "left" else out[r, :z - a]
         assert torch.equal(got, flat[a:z])
     assert out.abs().sum() == pytest.approx(float(flat.abs().sum() - flat[3].abs().sum()))
+
+
+def test_malloc_settings_take_on_glibc():
+    import platform
+
+    from tunesmith.train import cpu_malloc
+
+    # glibc accepts both settings (it answers 0 to a value out of range); elsewhere tune() changes nothing.
+    assert cpu_malloc.tune() is (platform.libc_ver()[0] == "glibc")

@@ -23,9 +23,9 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 6
     out = None
     if replay is not None:
         replay.padding_side = padding_side
+    direct = replay is not None and replay.direct
     with replay_or_null(replay):
         for batch in inference_batches([len(x) for x in ids], batch_size):
-            direct = replay is not None and replay.direct
             with autocast(bf16 and not direct, device):  # the direct head runs in fp32 (train/loop.py)
                 if direct:
                     logits = replay.logits(torch.tensor(batch))

@@ -10,21 +10,16 @@ step needed at most, which is what the peak was anyway (bench_train.py prints pe
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
+import functools
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-_done = False
 
 
+@functools.cache
 def tune() -> bool:
-    """Once per process; False where the C library is not glibc (macOS, musl): nothing changes there."""
-    global _done
-    if _done:
-        return True
+    """Once per process; False where the C library has no mallopt (macOS) or refuses it: nothing changes."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+        mallopt = ctypes.CDLL(None).mallopt  # the C library already loaded into this process
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows takes no None
         return False
-    _done = bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(M_TRIM_THRESHOLD, 2**30))
-    return _done
+    return bool(mallopt(M_MMAP_THRESHOLD, 32 * 2**20)) and bool(mallopt(M_TRIM_THRESHOLD, 2**30))

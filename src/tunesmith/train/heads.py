@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 
 # model_type -> builder(model) -> (which token the head reads: "first" | "last", head(hidden) -> logits)
@@ -61,8 +62,6 @@ def for_model(model) -> Head | None:
 def token_rows(which: str, ids: list[list[int]], offsets, pad_id: int | None):
     """Per example, the row of the flat feature table its head reads. "last" is the rightmost token that is
     not padding, as transformers' classifiers pick it (a text may end in the pad id: GPT-2's pad is EOS)."""
-    import numpy as np
-
     offsets = np.asarray(offsets)
     if which == "first":
         return offsets[:-1].copy()

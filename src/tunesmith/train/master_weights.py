@@ -65,6 +65,7 @@ class MasterWeights:
                 leaves += [[(mod, n)] for n in ("weight", "bias") if ok(mod, n)]
         self.slots = [slot for leaf in leaves for slot in leaf]
         self.masters = [mod._parameters[name] for mod, name in self.slots]
+        self.ids = {id(p) for p in self.masters}
         ends = np.cumsum([p.numel() for p in self.masters]).tolist()
         self.spans = list(zip([0] + ends[:-1], ends))
         self.f32 = torch.cat([p.detach().reshape(-1) for p in self.masters]) if self.masters else torch.zeros(0)
@@ -73,7 +74,7 @@ class MasterWeights:
         self.f16 = self.f32.to(torch.bfloat16)
         self.leaves, self.leaf_slots, i = [], [], 0
         for leaf in leaves:
-            first, last = self.masters[i], self.masters[i + len(leaf) - 1]
+            first = self.masters[i]
             a, b = self.spans[i][0], self.spans[i + len(leaf) - 1][1]
             shape = (len(leaf) * first.shape[0], *first.shape[1:])  # q, k, v stacked along the output dim
             self.leaves.append(nn.Parameter(self.f16[a:b].view(shape)))
@@ -125,7 +126,7 @@ class MasterWeights:
 
     def flat_grads(self):
         """(flat gradient buffer, ids of the parameters whose gradients are views of it)."""
-        return self.g32, {id(p) for p in self.masters}
+        return self.g32, self.ids
 
     def after_step(self) -> None:
         self.f16.copy_(self.f32)
