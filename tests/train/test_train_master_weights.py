@@ -21,14 +21,24 @@ def _model(tiny_models):
     return model.train(), tok
 
 
-def test_swap_gather_and_refresh(tiny_models):
+def _adamw(model, wd=0.01):
+    from types import SimpleNamespace
+
+    from tunesmith.train.optim import make_optimizer
+    return make_optimizer(model, SimpleNamespace(lr=1e-2, weight_decay=wd))
+
+
+def test_swap_gather_and_fused_step_equal_torch_adamw(tiny_models):
     model, tok = _model(tiny_models)
     linear = model.bert.encoder.layer[0].attention.output.dense
     master = linear.weight
     b = collate(encode(tok, TEXTS, 32), tok.pad_token_id)
     y = torch.tensor([0, 1, 2] * 2)
-    with master_weights.use(model, True) as mw:
+    opt = _adamw(model)
+    with master_weights.use(model, opt, True) as mw:
         assert isinstance(mw, master_weights.MasterWeights)
+        i = next(i for i, p in enumerate(mw.masters) if p is master)
+        a, e = mw.spans[i]
         torch.manual_seed(1)  # the same dropout masks in both micro-batches
         with mw.computing():
             assert linear.weight.dtype == torch.bfloat16 and linear.weight is not master
@@ -39,22 +49,55 @@ def test_swap_gather_and_refresh(tiny_models):
             one = linear.weight.grad.float().clone()
         assert linear.weight is master and master.dtype == torch.float32
         mw.gather_grads()
-        torch.testing.assert_close(master.grad, one)
+        assert master.grad is None  # the fused step reads the flat buffer
+        torch.testing.assert_close(mw.g16[a:e].float().view_as(one), one)
+        assert mw.grad_norm() > 0
         torch.manual_seed(1)
         with mw.computing():  # a second micro-batch: gradients add up in fp32
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 torch.nn.functional.cross_entropy(model(**b).logits.float(), y).backward()
         mw.gather_grads()
-        torch.testing.assert_close(master.grad, 2 * one, rtol=1e-2, atol=1e-4)
-        with torch.no_grad():
-            master.add_(1.0)
-        mw.after_step()
-        with mw.computing():
-            torch.testing.assert_close(linear.weight.float(), master.detach(), rtol=1e-2, atol=1e-2)
-    # Closed: every parameter has its own storage again (safetensors refuses shared ones).
+        g = mw.g32[a:e].view_as(one).clone()
+        torch.testing.assert_close(g, 2 * one, rtol=1e-2, atol=1e-4)
+        norm = mw.grad_norm()
+        torch.testing.assert_close(norm, mw.g32.norm(), rtol=1e-5, atol=0)
+
+        # Reference: torch's AdamW on the same master, gradient and clipping coefficient, two steps.
+        ref = torch.nn.Parameter(master.detach().clone())
+        ref_opt = torch.optim.AdamW([ref], lr=1e-2, weight_decay=0.01)
+        for step in range(2):
+            mw.clip = torch.tensor(0.5)
+            ref.grad = g * 0.5
+            mw.step()
+            ref_opt.step()
+            torch.testing.assert_close(master.detach(), ref.detach(), rtol=1e-6, atol=1e-7)
+            for key in ("exp_avg", "exp_avg_sq"):
+                torch.testing.assert_close(opt.state[master][key], ref_opt.state[ref][key], rtol=1e-6, atol=1e-9)
+            assert float(opt.state[master]["step"]) == step + 1
+            with mw.computing():  # the bf16 copy was written in the same pass
+                assert torch.equal(linear.weight, master.detach().to(torch.bfloat16))
+            mw.g16[a:e] = g.reshape(-1).to(torch.bfloat16)
+            g = mw.g16[a:e].float().view_as(one)
+            mw.micro = 1
+    # Closed: every parameter and moment has its own storage again (safetensors refuses shared ones).
     ptrs = [p.untyped_storage().data_ptr() for p in model.parameters()]
     assert len(set(ptrs)) == len(ptrs)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert opt.state[master]["exp_avg"].untyped_storage().nbytes() == master.numel() * 4
+
+
+def test_resumed_optimizer_state_is_taken_in(tiny_models):
+    model, _ = _model(tiny_models)
+    opt = _adamw(model)
+    master = model.bert.encoder.layer[0].attention.output.dense.weight
+    opt.state[master].update(step=torch.tensor(7.0), exp_avg=torch.full_like(master, 0.25),
+                             exp_avg_sq=torch.full_like(master, 0.5))
+    with master_weights.use(model, opt, True) as mw:
+        i = next(i for i, p in enumerate(mw.masters) if p is master)
+        a, e = mw.spans[i]
+        assert torch.all(mw.m[a:e] == 0.25) and torch.all(mw.v[a:e] == 0.5)
+        assert opt.state[master]["exp_avg"].data_ptr() == mw.m[a:e].data_ptr()
+        assert float(mw.steps[i]) == 7.0
 
 
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
@@ -68,14 +111,16 @@ def test_fused_qkv_equals_three_projections(tiny_models, arch, monkeypatch):
     for fused in (True, False):
         if not fused:
             monkeypatch.setattr(master_weights, "FUSABLE", set())
-        with master_weights.use(model, True) as mw:
+        with master_weights.use(model, _adamw(model), True) as mw:
             assert len(mw.fused) == (model.config.num_hidden_layers if fused else 0)
             with mw.computing(), torch.autocast("cpu", dtype=torch.bfloat16):
                 torch.manual_seed(1)  # the same dropout masks in both
                 out = model(**b).logits.float()
             torch.nn.functional.cross_entropy(out, y).backward()
             mw.gather_grads()
-            grads[fused] = (out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+            span = {id(p): ab for p, ab in zip(mw.masters, mw.spans)}
+            grads[fused] = (out.detach(), {n: mw.g16[slice(*span[id(p)])].float().clone()
+                                           for n, p in model.named_parameters() if id(p) in span})
         model.zero_grad(set_to_none=True)
     torch.testing.assert_close(grads[True][0], grads[False][0], rtol=1e-2, atol=1e-2)
     assert grads[True][1].keys() == grads[False][1].keys()
@@ -109,7 +154,7 @@ def _fit(tiny_models, tmp_path, name):
 def test_training_with_masters_tracks_autocast(tiny_models, tmp_path, monkeypatch):
     calls = []
     real = master_weights.MasterWeights
-    monkeypatch.setattr(master_weights, "MasterWeights", lambda m: calls.append(1) or real(m))
+    monkeypatch.setattr(master_weights, "MasterWeights", lambda m, o: calls.append(1) or real(m, o))
     masters, m1 = _fit(tiny_models, tmp_path, "masters")
     assert calls  # the master-weight path really ran
     monkeypatch.setattr(master_weights, "applicable", lambda *a: False)

@@ -167,7 +167,7 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
     # CPU computes with bf16 copies of the Linear weights and keeps fp32 masters (train/master_weights.py).
     masters = not direct and master_weights.applicable(model, device, bf16, acc is not None)
     with (stop or _StopFlag()) as flag, fast_dropout.enabled(model, device.type == "cpu"), \
-            master_weights.use(model, masters) as mw:
+            master_weights.use(model, opt, masters) as mw:
         while st["epoch"] < recipe.epochs and not st["stopped_early"]:
             epoch = st["epoch"]
             batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, epoch)
@@ -212,8 +212,7 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
                     if y.ndim == 1 and mine:  # running train accuracy from the training forward passes (free)
                         correct += int((logits.argmax(-1) == y).sum())
                     if boundary:
-                        optimizer_step(params, opt, sched, recipe.grad_clip, mw.flat_grads())
-                        mw.after_step()
+                        optimizer_step(params, opt, sched, recipe.grad_clip, mw.for_optimizer())
                     on_event("step", epoch=epoch, batch=bi + 1, loss=loss_value)
                     if boundary and stop_requested(flag):
                         st["batch"] = bi + 1

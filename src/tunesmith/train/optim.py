@@ -98,42 +98,43 @@ def optimizer_and_schedule(model, recipe, device, total_steps: int):
     return opt, sched
 
 
-def clip_grad_norm(params, max_norm: float, flat=None, opt=None) -> float:
+def clip_grad_norm(params, max_norm: float, masters=None, opt=None) -> float:
     """clip_grad_norm_ that also counts sparse gradients (their coalesced values). The same arithmetic
     as torch's in a few ops: its per-call bookkeeping was a tenth of a cached `head` step.
 
-    `flat`: (buffer, ids of the parameters whose gradients are views of it), from master_weights: one
-    norm over the buffer instead of one per tensor. With a fused AdamW `opt` the scale is handed to its
-    step (`grad_scale`, which divides inside the kernel) instead of a separate pass over the gradients.
+    `masters` (train/master_weights.py): their gradients live in its flat buffer, one norm over it,
+    and the coefficient goes to its fused step. With a fused AdamW `opt` the scale is handed to its step
+    too (`grad_scale`, which divides inside the kernel) instead of a separate pass over the gradients.
     """
-    buf, in_buf = flat if flat is not None else (None, set())
     for p in params:
         if p.grad is not None and p.grad.is_sparse:
             p.grad = p.grad.coalesce()
-    dense = [p.grad for p in params if p.grad is not None and not p.grad.is_sparse and id(p) not in in_buf]
+    dense = [p.grad for p in params if p.grad is not None and not p.grad.is_sparse]
     sparse = [p for p in params if p.grad is not None and p.grad.is_sparse]
     norms = (list(torch._foreach_norm(dense, 2.0)) if dense else []) + [p.grad.values().norm(2.0) for p in sparse]
-    if buf is not None and buf.numel():
-        norms.append(buf.norm(2.0))
+    if masters is not None:
+        norms.append(masters.grad_norm())
     if not norms:
         return 0.0
     total = torch.linalg.vector_norm(torch.stack(norms), 2.0)
     coef = (max_norm / (total + 1e-6)).clamp(max=1.0)
+    if masters is not None:
+        masters.clip = coef
     if isinstance(opt, AdamW) and opt.defaults.get("fused"):
         opt.grad_scale = (1.0 / coef).reshape(())
-    else:
-        if dense:
-            torch._foreach_mul_(dense, coef)
-        if buf is not None:
-            buf.mul_(coef)
+    elif dense:
+        torch._foreach_mul_(dense, coef)
     for p in sparse:
         p.grad = p.grad * coef
     return float(total)
 
 
-def optimizer_step(params, opt, sched, grad_clip: float, flat=None) -> None:
+def optimizer_step(params, opt, sched, grad_clip: float, masters=None) -> None:
+    """`masters`: master_weights' fused update for the parameters it holds; `opt` steps the rest."""
     if grad_clip:
-        clip_grad_norm(params, grad_clip, flat, opt)
+        clip_grad_norm(params, grad_clip, masters, opt)
+    if masters is not None:
+        masters.step()
     opt.step()
     opt.grad_scale = None
     sched.step()
