@@ -2,11 +2,12 @@
 
 Why by hand: torch's CPU `bernoulli_` draws one Mersenne-Twister number per element on one thread. In
 MiniLM's training forward (batch 32, ~20 tokens) that is 1.3 ms per dropout call, 20 calls per step:
-dropout alone was 27 of the 64 ms forward. Here one numba pass over the mask, on all threads, draws
-SplitMix64 at each element's index (counter-based: the same mask whatever the thread count) and writes
-0 or the scale's bit pattern in the mask's dtype: keep = top 32 bits >= p * 2^32. A (32, 17, 384) mask
-and its multiply take ~0.1 ms, against 0.29 ms for numpy's SFC64 bits, a compare and a multiply (three
-passes, one thread) and ~1.3 ms for torch's. Each call's seed is drawn from torch's RNG, so
+dropout alone was 27 of the 64 ms forward. Here one compiled pass over the mask (train/cpu_kernels.py),
+on all threads, draws SplitMix64 at each element's index (counter-based: the same mask whatever the
+thread count) and writes 0 or the scale's bit pattern in the mask's dtype: keep = top 32 bits >=
+p * 2^32. A (32, 17, 384) mask and its multiply take ~0.1 ms, against 0.29 ms for numpy's SFC64 bits, a
+compare and a multiply (three passes, one thread) and ~1.3 ms for torch's. Without the compiled kernels
+(no C compiler) `enabled` leaves torch's dropout in place. Each call's seed is drawn from torch's RNG, so
 `torch.manual_seed` and resume (which restores torch's RNG state) stay exact.
 
 Attention dropout lives inside SDPA, so `enabled(model)` also routes attention through a function that
@@ -18,50 +19,30 @@ from __future__ import annotations
 import contextlib
 import functools
 
-import numba
-import numpy as np
 import torch
-from numba import prange
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 
+from tunesmith.train import cpu_kernels
+
 NAME = "tunesmith_sdpa"
-CHUNK = 1 << 14  # mask elements per parallel task
-
-_INT = {2: (np.uint16, torch.int16), 4: (np.uint32, torch.int32), 8: (np.uint64, torch.int64)}
-
-
-@numba.njit(error_model="numpy", cache=True)
-def _mask_span(out, start, seed, threshold, bits):
-    # Its own loop over a contiguous slice: LLVM vectorises it (not inlined in the prange body).
-    for i in range(out.size):
-        z = seed + np.uint64(start + i) * np.uint64(0x9E3779B97F4A7C15)  # SplitMix64 at counter start+i
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        out[i] = bits if (z ^ (z >> np.uint64(31))) >> np.uint64(32) >= threshold else 0
-
-
-@numba.njit(parallel=True, error_model="numpy", cache=True)
-def _fill_mask(out, seed, threshold, bits):
-    for c in prange((out.size + CHUNK - 1) // CHUNK):
-        _mask_span(out[c * CHUNK:(c + 1) * CHUNK], c * CHUNK, seed, threshold, bits)
-
 
 def scale_mask(shape, p: float, dtype: torch.dtype) -> torch.Tensor:
     """0 with probability p, else 1/(1-p) rounded to `dtype` (as torch's own dropout scales)."""
-    np_int, torch_int, bits = _scale_bits(p, dtype)
+    width, bits = _scale_bits(p, dtype)
     mask = torch.empty(shape, dtype=dtype)
-    seed = np.uint64(int(torch.randint(0, 2**62, (1,))))
-    _fill_mask(mask.view(torch_int).numpy().reshape(-1).view(np_int), seed, np.uint64(round(p * 2**32)), bits)
+    seed = int(torch.randint(0, 2**62, (1,)))
+    getattr(cpu_kernels.lib(), f"dropout_mask_u{width}")(mask.data_ptr(), mask.numel(), seed, round(p * 2**32), bits)
     return mask
 
 
 @functools.cache
 def _scale_bits(p: float, dtype: torch.dtype):
+    """(bit width, the scale's bit pattern) for the mask kernel of that width (16 or 32)."""
     scale = torch.tensor(1.0 / (1.0 - p), dtype=dtype)
-    np_int, torch_int = _INT[scale.element_size()]
-    return np_int, torch_int, np_int(scale.view(torch_int).item() % (1 << 8 * scale.element_size()))
+    width = 8 * scale.element_size()
+    return width, scale.view({16: torch.int16, 32: torch.int32}[width]).item() % (1 << width)
 
 
 class _Dropout(torch.autograd.Function):
@@ -77,13 +58,13 @@ class _Dropout(torch.autograd.Function):
         return grad * mask, None
 
 
-SMALL = 1 << 11  # below this many elements torch's own dropout is cheaper than a numba call (~20 us)
+SMALL = 1 << 10  # below this many elements torch's own dropout is cheaper than a kernel call (~12 us)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0.0:
         return x
-    if p >= 1.0 or x.numel() < SMALL:
+    if p >= 1.0 or x.numel() < SMALL or x.element_size() not in (2, 4):
         return torch.nn.functional.dropout(x, p, True)
     return _Dropout.apply(x, p)
 
@@ -136,7 +117,7 @@ def _configs(model):
 @contextlib.contextmanager
 def enabled(model, on: bool = True):
     """Inside: the model's nn.Dropout modules and SDPA attention use the bulk-random dropout."""
-    if not on:
+    if not on or cpu_kernels.lib() is None:
         yield
         return
     drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]

@@ -5,7 +5,7 @@ back to fp32 in each backward (~80 casts a MiniLM step), and activations go back
 LayerNorm outputs and bf16 matmuls. Here the trainable Linear weights and biases are computed with from
 one flat bf16 buffer, so activations stay bf16 end to end, while their fp32 masters live in one flat fp32
 buffer that checkpoints save. Per optimizer step the bf16 gradients are gathered into one flat buffer and
-one fused kernel (train/fused_adamw.py) updates the fp32 masters and their AdamW moments from them and
+one compiled kernel (train/cpu_kernels.py) updates the fp32 masters and their AdamW moments from them and
 writes the bf16 copy, instead of the per-tensor casts. MiniLM, batch 32, bench_train's data: 135 -> 119
 ms a step with torch's AdamW on an fp32 copy of the gradients, -12 ms more with the fused kernel.
 
@@ -13,7 +13,8 @@ LayerNorm and embedding parameters stay fp32 (small; CPU LayerNorm takes bf16 in
 the embeddings' output is cast to bf16 once, and autocast stays on for anything not covered. The model
 computes with the bf16 copies only inside `computing()`; outside it (evaluation, saving) it holds the
 masters, so checkpoints, resume and the saved model are unchanged. Single process only: DDP hooks the
-parameter objects this swaps out. On CUDA autocast's casts are cheap, so callers use this on CPU.
+parameter objects this swaps out. On CUDA autocast's casts are cheap, so callers use this on CPU, and
+only where the kernels compiled.
 """
 from __future__ import annotations
 
@@ -27,13 +28,17 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import eager_attention_forward
 
-from tunesmith.train import fused_adamw
+from tunesmith.train import cpu_kernels
 from tunesmith.train.feature_cache import embedding_modules
 
 
 def applicable(model, device: torch.device, bf16: bool, distributed: bool) -> bool:
-    return device.type == "cpu" and bf16 and not distributed and not hasattr(model, "peft_config")
+    """Without the compiled kernels (no C compiler) training keeps plain autocast."""
+    return (device.type == "cpu" and bf16 and not distributed and not hasattr(model, "peft_config")
+            and cpu_kernels.lib() is not None)
 
+
+CHUNK = 1 << 15  # elements per parallel task of the AdamW kernel
 
 # Self-attention modules whose forward `_fused_attention` reproduces (query/key/value Linears, then the
 # attention interface): BERT and the architectures that copy its attention.
@@ -109,7 +114,8 @@ class MasterWeights:
                 runs[-1][1] = b  # neighbours in one group: one run, fewer small parallel tasks
             else:
                 runs.append([a, b, group[id(p)]])
-        self.chunks = fused_adamw.chunk_table(runs)
+        chunks = [(s, min(s + CHUNK, b), k) for a, b, k in runs for s in range(a, b, CHUNK)]
+        self.chunks = np.array(chunks, dtype=np.int64).reshape(-1, 3)  # parallel tasks for the kernel
         self.opt = opt
 
     def __bool__(self):
@@ -153,11 +159,13 @@ class MasterWeights:
         for s in self.leaves:
             s.grad = None
 
-    def _grad(self) -> np.ndarray:
-        return self.g16.view(torch.int16).numpy().view(np.uint16) if self.micro == 1 else self.g32.numpy()
+    def _grad(self):
+        """(the kernels' suffix, the gradient buffer): bf16 after one micro-batch, their fp32 sum after more."""
+        return ("bf16", self.g16) if self.micro == 1 else ("f32", self.g32)
 
     def grad_norm(self) -> torch.Tensor:
-        return torch.tensor(fused_adamw.sum_squares(self._grad()) ** 0.5, dtype=torch.float32)
+        kind, g = self._grad()
+        return torch.tensor(getattr(cpu_kernels.lib(), f"sum_squares_{kind}")(g.data_ptr(), g.numel()) ** 0.5)
 
     def step(self) -> None:
         """AdamW on the masters (the lr and weight decay of their groups now), the bf16 copy written in
@@ -166,11 +174,13 @@ class MasterWeights:
         t = float(self.steps[0])
         hp = np.array([[g["lr"], g["weight_decay"], *g["betas"], g["eps"]] for g in self.opt.param_groups])
         lr, wd, b1, b2, eps = hp.T
-        hp = np.stack([1 - lr * wd, lr / (1 - b1 ** t), 1 - b1, b2, 1 - b2, 1 / np.sqrt(1 - b2 ** t), eps], 1)
+        hp = np.ascontiguousarray(np.stack([1 - lr * wd, lr / (1 - b1 ** t), 1 - b1, b2, 1 - b2,
+                                            1 / np.sqrt(1 - b2 ** t), eps], 1), dtype=np.float32)
         scale = 1.0 if self.clip is None else float(self.clip)
-        u16 = lambda t: t.view(torch.int16).numpy().view(np.uint16)  # noqa: E731  numba has no bf16
-        fused_adamw.adamw_(self._grad(), self.f32.numpy(), self.m.numpy(), self.v.numpy(), u16(self.f16),
-                           self.chunks, hp.astype(np.float32), np.float32(scale))
+        kind, g = self._grad()
+        getattr(cpu_kernels.lib(), f"adamw_{kind}")(
+            g.data_ptr(), self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr(),
+            self.chunks.ctypes.data, len(self.chunks), hp.ctypes.data, scale)
         self.micro, self.clip = 0, None
 
     def close(self) -> None:

@@ -1,0 +1,88 @@
+/* tunesmith's CPU kernels: see cpu_kernels.py for why each exists. Compiled on first use with the
+ * system C compiler (-O3 -march=native -fno-math-errno -fopenmp); OpenMP here is torch's own libgomp (same soname, so
+ * the loader reuses the copy torch loaded): one thread pool, sized by torch.set_num_threads.
+ * Every result is independent of the thread count: fixed chunks, partial sums added in chunk order. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define CHUNK 32768
+
+static inline float bf16_f32(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline float f32_f32(float x) { return x; }
+
+/* Round to nearest even, as torch's cast; a NaN stays a NaN (adding the rounding bias could carry it
+ * into an infinity or zero). */
+static inline uint16_t to_bf16(float f) {
+    uint32_t u; memcpy(&u, &f, 4);
+    uint16_t rounded = (uint16_t)((u + 0x7FFFu + ((u >> 16) & 1u)) >> 16);
+    uint16_t nan = (uint16_t)((u >> 16) | 0x40u);
+    return (u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded;
+}
+
+/* Sum of squares: 16 fp32 lanes within a chunk (as torch's norm accumulates in fp32), fp64 across. */
+#define SUM_SQUARES(NAME, T, LOAD)                                                        \
+double NAME(const T *g, int64_t n) {                                                      \
+    int64_t nc = (n + CHUNK - 1) / CHUNK;                                                 \
+    double *part = malloc((size_t)(nc > 0 ? nc : 1) * sizeof(double));                    \
+    _Pragma("omp parallel for schedule(static)")                                          \
+    for (int64_t c = 0; c < nc; c++) {                                                    \
+        const T *x = g + c * CHUNK;                                                       \
+        int64_t len = n - c * CHUNK < CHUNK ? n - c * CHUNK : CHUNK, i = 0;               \
+        float acc[16] = {0};                                                              \
+        for (; i + 16 <= len; i += 16)                                                    \
+            for (int j = 0; j < 16; j++) { float y = LOAD(x[i + j]); acc[j] += y * y; }   \
+        double s = 0;                                                                     \
+        for (int j = 0; j < 16; j++) s += acc[j];                                         \
+        for (; i < len; i++) { float y = LOAD(x[i]); s += (double)y * y; }                \
+        part[c] = s;                                                                      \
+    }                                                                                     \
+    double s = 0;                                                                         \
+    for (int64_t c = 0; c < nc; c++) s += part[c];                                        \
+    free(part);                                                                           \
+    return s;                                                                             \
+}
+SUM_SQUARES(sum_squares_bf16, uint16_t, bf16_f32)
+SUM_SQUARES(sum_squares_f32, float, f32_f32)
+
+/* One AdamW step over flat buffers, torch's arithmetic (decoupled weight decay, lerp for the first
+ * moment, bias correction by the step). chunks: (start, end, group) rows; hp, 7 floats per group:
+ * 1 - lr*wd, lr/(1 - b1^t), 1 - b1, b2, 1 - b2, 1/sqrt(1 - b2^t), eps. The gradient is multiplied by
+ * `scale` (clipping). Writes the master, both moments and the master's bf16 copy. */
+#define ADAMW(NAME, T, LOAD)                                                                      \
+void NAME(const T *restrict g, float *restrict p, float *restrict m, float *restrict v,            \
+          uint16_t *restrict w16, const int64_t *chunks, int64_t nchunks, const float *hp,         \
+          float scale) {                                                                          \
+    _Pragma("omp parallel for schedule(static)")                                                  \
+    for (int64_t c = 0; c < nchunks; c++) {                                                       \
+        int64_t a = chunks[3 * c], b = chunks[3 * c + 1];                                         \
+        const float *h = hp + 7 * chunks[3 * c + 2];                                              \
+        float decay = h[0], step = h[1], w1 = h[2], f2 = h[3], w2 = h[4], ibc2 = h[5], eps = h[6]; \
+        for (int64_t i = a; i < b; i++) {                                                         \
+            float gi = LOAD(g[i]) * scale;                                                        \
+            float mi = m[i] + w1 * (gi - m[i]);                                                   \
+            float vi = f2 * v[i] + w2 * gi * gi;                                                  \
+            float pi = p[i] * decay - step * mi / (sqrtf(vi) * ibc2 + eps);                       \
+            m[i] = mi; v[i] = vi; p[i] = pi; w16[i] = to_bf16(pi);                                \
+        }                                                                                         \
+    }                                                                                             \
+}
+ADAMW(adamw_bf16, uint16_t, bf16_f32)
+ADAMW(adamw_f32, float, f32_f32)
+
+/* Dropout mask: SplitMix64 at each element's index (counter-based, so any split across threads draws
+ * the same mask); keep when the top 32 bits >= threshold, i.e. with probability 1 - threshold / 2^32.
+ * Kept elements get `bits`, the scale 1/(1-p) as a bit pattern of the mask's dtype. */
+#define DROPOUT_MASK(NAME, T)                                                                     \
+void NAME(T *out, int64_t n, uint64_t seed, uint64_t threshold, T bits) {                        \
+    _Pragma("omp parallel for schedule(static) if (n > 16384)")                                   \
+    for (int64_t i = 0; i < n; i++) {                                                             \
+        uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;                                  \
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;                                              \
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;                                              \
+        out[i] = ((z ^ (z >> 31)) >> 32) >= threshold ? bits : (T)0;                             \
+    }                                                                                             \
+}
+DROPOUT_MASK(dropout_mask_u16, uint16_t)
+DROPOUT_MASK(dropout_mask_u32, uint32_t)

@@ -1,0 +1,84 @@
+"""The compiled CPU kernels behind master weights and dropout: torch's numbers, on any thread count, and
+plain torch where there is no compiler."""
+import numpy as np
+import pytest
+import torch
+
+from tunesmith.train import cpu_kernels, fast_dropout, master_weights
+
+LIB = cpu_kernels.lib()
+compiled = pytest.mark.skipif(LIB is None, reason="no C compiler here: the fallback test still runs")
+
+
+@compiled
+def test_bf16_copy_rounds_as_torch_casts():
+    torch.manual_seed(0)
+    special = torch.tensor([0.0, -0.0, float("inf"), float("-inf"), float("nan"), 3.4e38, -3.4e38, 1e-40, -1e-45,
+                            1.00390625, 1.01171875, 1.0 + 2 ** -9, 1.0 + 3 * 2 ** -9])  # ties round to even
+    payload_nan = torch.tensor([0x7FFFFFFF, -1], dtype=torch.int32).view(torch.float32)  # would round into inf / 0
+    p = torch.cat([special, payload_nan, torch.randn(10000) * 10.0 ** torch.randint(-30, 30, (10000,))])
+    n = p.numel()
+    g, m, v = torch.zeros(n, dtype=torch.bfloat16), torch.zeros(n), torch.zeros(n)
+    w16 = torch.empty(n, dtype=torch.bfloat16)
+    chunks = np.array([[0, n, 0]], dtype=np.int64)
+    hp = np.array([[1.0, 0.0, 0.1, 0.999, 0.001, 1.0, 1e-8]], dtype=np.float32)  # lr 0: the master stays
+    before = p.clone()
+    LIB.adamw_bf16(g.data_ptr(), p.data_ptr(), m.data_ptr(), v.data_ptr(), w16.data_ptr(), chunks.ctypes.data, 1,
+                   hp.ctypes.data, 1.0)
+    nan = torch.isnan(before)
+    assert torch.equal(p[~nan], before[~nan])
+    ref = before.to(torch.bfloat16)
+    assert torch.equal(w16.view(torch.int16)[~nan], ref.view(torch.int16)[~nan])
+    assert torch.isnan(w16[nan]).all()
+
+
+@compiled
+def test_sum_squares_of_bf16_and_fp32():
+    torch.manual_seed(0)
+    g = torch.randn(300_001) * 1e-3
+    assert LIB.sum_squares_f32(g.data_ptr(), g.numel()) == pytest.approx(float(g.double().pow(2).sum()), rel=1e-5)
+    h = g.to(torch.bfloat16)
+    assert LIB.sum_squares_bf16(h.data_ptr(), h.numel()) == pytest.approx(float(h.double().pow(2).sum()), rel=1e-5)
+
+
+@compiled
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_dropout_mask_is_the_same_on_any_thread_count(dtype):
+    threads, masks = torch.get_num_threads(), []
+    try:
+        for n in (1, 2):
+            torch.set_num_threads(n)  # the kernels share torch's OpenMP pool
+            torch.manual_seed(3)
+            masks.append(fast_dropout.scale_mask((70, 1000), 0.25, dtype))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(masks[0], masks[1])
+    kept = masks[0] != 0
+    assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
+    # Neighbouring elements are independent: keep/keep pairs come at the product of the rates.
+    assert (kept[:, 1:] & kept[:, :-1]).float().mean().item() == pytest.approx(0.75 ** 2, abs=0.005)
+
+
+@compiled
+def test_shares_torch_openmp_runtime():
+    # The library needs libgomp.so.1; the loader must have handed it torch's copy, not loaded a second
+    # runtime whose thread pool would spin against torch's (other wheels vendor theirs under other names).
+    gomp = {line.split()[-1] for line in open("/proc/self/maps") if line.rstrip().endswith("/libgomp.so.1")}
+    assert len(gomp) == 1
+
+
+def test_without_a_compiler_training_uses_plain_torch(tmp_path, monkeypatch, tiny_models):
+    from tunesmith.models.load import load_classifier
+
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "/bin/false")  # compiling fails
+    cpu_kernels.lib.cache_clear()
+    try:
+        assert cpu_kernels.lib() is None
+        model, _, _ = load_classifier(str(tiny_models["bert"]), ["a", "b"], "single_label")
+        assert not master_weights.applicable(model, torch.device("cpu"), True, False)
+        drop = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout))
+        with fast_dropout.enabled(model):
+            assert "forward" not in drop.__dict__ and model.config._attn_implementation == "sdpa"
+    finally:
+        cpu_kernels.lib.cache_clear()  # the next caller compiles or loads under the real environment
