@@ -23,7 +23,8 @@ def test_bf16_copy_rounds_as_torch_casts():
     chunks = np.array([[0, n, 0]], dtype=np.int64)
     hp = np.array([[1.0, 0.0, 0.1, 0.999, 0.001, 1.0, 1e-8]], dtype=np.float32)  # lr 0: the master stays
     before = p.clone()
-    LIB.adamw_bf16(g.data_ptr(), p.data_ptr(), m.data_ptr(), v.data_ptr(), w16.data_ptr(), chunks.ctypes.data, 1,
+    gp = np.array([g.data_ptr()], dtype=np.uint64)  # a pointer per chunk: to its first element's gradient
+    LIB.adamw_bf16(gp.ctypes.data, p.data_ptr(), m.data_ptr(), v.data_ptr(), w16.data_ptr(), chunks.ctypes.data, 1,
                    hp.ctypes.data, 1.0)
     nan = torch.isnan(before)
     assert torch.equal(p[~nan], before[~nan])
@@ -32,13 +33,26 @@ def test_bf16_copy_rounds_as_torch_casts():
     assert torch.isnan(w16[nan]).all()
 
 
+def _sum_squares(kind, tensors):
+    """Over several tensors, split into tasks of at most 50,000 elements, as master weights calls it."""
+    rows, ptrs, start = [], [], 0
+    for t in tensors:
+        for s in range(0, t.numel(), 50_000):
+            rows.append((start + s, start + min(s + 50_000, t.numel()), 0))
+            ptrs.append(t.data_ptr() + s * t.element_size())
+        start += t.numel()
+    chunks, gp = np.array(rows, dtype=np.int64), np.array(ptrs, dtype=np.uint64)
+    return getattr(LIB, f"sum_squares_{kind}")(gp.ctypes.data, chunks.ctypes.data, len(chunks))
+
+
 @compiled
-def test_sum_squares_of_bf16_and_fp32():
+def test_sum_squares_of_bf16_and_fp32_over_separate_tensors():
     torch.manual_seed(0)
-    g = torch.randn(300_001) * 1e-3
-    assert LIB.sum_squares_f32(g.data_ptr(), g.numel()) == pytest.approx(float(g.double().pow(2).sum()), rel=1e-5)
-    h = g.to(torch.bfloat16)
-    assert LIB.sum_squares_bf16(h.data_ptr(), h.numel()) == pytest.approx(float(h.double().pow(2).sum()), rel=1e-5)
+    g = [torch.randn(n) * 1e-3 for n in (300_001, 17, 120_000)]
+    exact = sum(float(t.double().pow(2).sum()) for t in g)
+    assert _sum_squares("f32", g) == pytest.approx(exact, rel=1e-5)
+    h = [t.to(torch.bfloat16) for t in g]
+    assert _sum_squares("bf16", h) == pytest.approx(sum(float(t.double().pow(2).sum()) for t in h), rel=1e-5)
 
 
 @compiled

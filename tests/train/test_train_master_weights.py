@@ -50,7 +50,7 @@ def test_swap_gather_and_fused_step_equal_torch_adamw(tiny_models):
         assert linear.weight is master and master.dtype == torch.float32
         mw.gather_grads()
         assert master.grad is None  # the fused step reads the flat buffer
-        torch.testing.assert_close(mw.g16[a:e].float().view_as(one), one)
+        torch.testing.assert_close(mw.flat_grad()[a:e].view_as(one), one)
         assert mw.grad_norm() > 0
         torch.manual_seed(1)
         with mw.computing():  # a second micro-batch: gradients add up in fp32
@@ -76,8 +76,11 @@ def test_swap_gather_and_fused_step_equal_torch_adamw(tiny_models):
             assert float(opt.state[master]["step"]) == step + 1
             with mw.computing():  # the bf16 copy was written in the same pass
                 assert torch.equal(linear.weight, master.detach().to(torch.bfloat16))
-            mw.g16[a:e] = g.reshape(-1).to(torch.bfloat16)
-            g = mw.g16[a:e].float().view_as(one)
+            # The next step from a bf16 gradient held as autograd leaves it (no accumulation).
+            mw.held = [torch.zeros_like(s) for s in mw.leaves]
+            leaf = next(k for k, slots in enumerate(mw.leaf_slots) if (linear, "weight") in slots)
+            mw.held[leaf] = g.to(torch.bfloat16)
+            g = mw.held[leaf].float()
             mw.micro = 1
     # Closed: every parameter and moment has its own storage again (safetensors refuses shared ones).
     ptrs = [p.untyped_storage().data_ptr() for p in model.parameters()]
@@ -118,8 +121,8 @@ def test_fused_qkv_equals_three_projections(tiny_models, arch, monkeypatch):
                 out = model(**b).logits.float()
             torch.nn.functional.cross_entropy(out, y).backward()
             mw.gather_grads()
-            span = {id(p): ab for p, ab in zip(mw.masters, mw.spans)}
-            grads[fused] = (out.detach(), {n: mw.g16[slice(*span[id(p)])].float().clone()
+            span, flat = {id(p): ab for p, ab in zip(mw.masters, mw.spans)}, mw.flat_grad()
+            grads[fused] = (out.detach(), {n: flat[slice(*span[id(p)])].clone()
                                            for n, p in model.named_parameters() if id(p) in span})
         model.zero_grad(set_to_none=True)
     torch.testing.assert_close(grads[True][0], grads[False][0], rtol=1e-2, atol=1e-2)

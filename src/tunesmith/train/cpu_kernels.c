@@ -21,15 +21,18 @@ static inline uint16_t to_bf16(float f) {
     return (u & 0x7FFFFFFFu) > 0x7F800000u ? nan : rounded;
 }
 
+/* Gradients come as a pointer per chunk (to the gradient of the chunk's first element): the bf16
+ * gradients stay where autograd left them, one tensor per weight, instead of being gathered into one
+ * buffer first. chunks: (start, end, group) rows over the flat masters; a chunk lies within one tensor. */
+
 /* Sum of squares: 16 fp32 lanes within a chunk (as torch's norm accumulates in fp32), fp64 across. */
 #define SUM_SQUARES(NAME, T, LOAD)                                                        \
-double NAME(const T *g, int64_t n) {                                                      \
-    int64_t nc = (n + CHUNK - 1) / CHUNK;                                                 \
-    double *part = malloc((size_t)(nc > 0 ? nc : 1) * sizeof(double));                    \
+double NAME(const uint64_t *gp, const int64_t *chunks, int64_t nchunks) {                 \
+    double *part = malloc((size_t)(nchunks > 0 ? nchunks : 1) * sizeof(double));          \
     _Pragma("omp parallel for schedule(static)")                                          \
-    for (int64_t c = 0; c < nc; c++) {                                                    \
-        const T *x = g + c * CHUNK;                                                       \
-        int64_t len = n - c * CHUNK < CHUNK ? n - c * CHUNK : CHUNK, i = 0;               \
+    for (int64_t c = 0; c < nchunks; c++) {                                               \
+        const T *x = (const T *)(uintptr_t)gp[c];                                         \
+        int64_t len = chunks[3 * c + 1] - chunks[3 * c], i = 0;                           \
         float acc[16] = {0};                                                              \
         for (; i + 16 <= len; i += 16)                                                    \
             for (int j = 0; j < 16; j++) { float y = LOAD(x[i + j]); acc[j] += y * y; }   \
@@ -39,32 +42,35 @@ double NAME(const T *g, int64_t n) {                                            
         part[c] = s;                                                                      \
     }                                                                                     \
     double s = 0;                                                                         \
-    for (int64_t c = 0; c < nc; c++) s += part[c];                                        \
+    for (int64_t c = 0; c < nchunks; c++) s += part[c];                                   \
     free(part);                                                                           \
     return s;                                                                             \
 }
 SUM_SQUARES(sum_squares_bf16, uint16_t, bf16_f32)
 SUM_SQUARES(sum_squares_f32, float, f32_f32)
 
-/* One AdamW step over flat buffers, torch's arithmetic (decoupled weight decay, lerp for the first
- * moment, bias correction by the step). chunks: (start, end, group) rows; hp, 7 floats per group:
- * 1 - lr*wd, lr/(1 - b1^t), 1 - b1, b2, 1 - b2, 1/sqrt(1 - b2^t), eps. The gradient is multiplied by
- * `scale` (clipping). Writes the master, both moments and the master's bf16 copy. */
+/* One AdamW step over the flat masters, torch's arithmetic (decoupled weight decay, lerp for the first
+ * moment, bias correction by the step). hp, 7 floats per group: 1 - lr*wd, lr/(1 - b1^t), 1 - b1, b2,
+ * 1 - b2, 1/sqrt(1 - b2^t), eps. The gradient is multiplied by `scale` (clipping). Writes the master,
+ * both moments and the master's bf16 copy. */
 #define ADAMW(NAME, T, LOAD)                                                                      \
-void NAME(const T *restrict g, float *restrict p, float *restrict m, float *restrict v,            \
+void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restrict v,            \
           uint16_t *restrict w16, const int64_t *chunks, int64_t nchunks, const float *hp,         \
           float scale) {                                                                          \
     _Pragma("omp parallel for schedule(static)")                                                  \
     for (int64_t c = 0; c < nchunks; c++) {                                                       \
-        int64_t a = chunks[3 * c], b = chunks[3 * c + 1];                                         \
+        int64_t a = chunks[3 * c], n = chunks[3 * c + 1] - a;                                     \
+        const T *restrict g = (const T *)(uintptr_t)gp[c];                                        \
+        float *restrict pc = p + a, *restrict mc = m + a, *restrict vc = v + a;                   \
+        uint16_t *restrict wc = w16 + a;                                                          \
         const float *h = hp + 7 * chunks[3 * c + 2];                                              \
         float decay = h[0], step = h[1], w1 = h[2], f2 = h[3], w2 = h[4], ibc2 = h[5], eps = h[6]; \
-        for (int64_t i = a; i < b; i++) {                                                         \
+        for (int64_t i = 0; i < n; i++) {                                                         \
             float gi = LOAD(g[i]) * scale;                                                        \
-            float mi = m[i] + w1 * (gi - m[i]);                                                   \
-            float vi = f2 * v[i] + w2 * gi * gi;                                                  \
-            float pi = p[i] * decay - step * mi / (sqrtf(vi) * ibc2 + eps);                       \
-            m[i] = mi; v[i] = vi; p[i] = pi; w16[i] = to_bf16(pi);                                \
+            float mi = mc[i] + w1 * (gi - mc[i]);                                                 \
+            float vi = f2 * vc[i] + w2 * gi * gi;                                                 \
+            float pi = pc[i] * decay - step * mi / (sqrtf(vi) * ibc2 + eps);                      \
+            mc[i] = mi; vc[i] = vi; pc[i] = pi; wc[i] = to_bf16(pi);                              \
         }                                                                                         \
     }                                                                                             \
 }

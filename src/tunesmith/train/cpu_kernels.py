@@ -2,9 +2,10 @@
 
 Why by hand: two hot spots of bf16 training on CPU have no single torch op.
 - AdamW from bf16 gradients into fp32 masters (train/master_weights.py). torch's fused AdamW wants fp32
-  gradients, so it took five passes a step: cast the gradients, their norm, the update, the copy back
-  to bf16. One pass for the norm and one for the update moves ~325 MB a MiniLM step instead of ~520;
-  the optimizer side went from ~28 to ~12 ms a step (batch 32).
+  gradients, so it took five passes a step: gather and cast the gradients, their norm, the update, the
+  copy back to bf16. Here the kernels read each weight's bf16 gradient where autograd left it, one pass
+  for the norm and one for the update: ~300 MB a MiniLM step instead of ~520, and the optimizer side
+  went from ~28 to ~12 ms a step (batch 32).
 - Dropout masks (train/fast_dropout.py): torch's CPU `bernoulli_` draws one Mersenne-Twister number
   per element on one thread (1.3 ms for a (32, 17, 384) mask); counter-based SplitMix64 on all threads
   takes ~0.1 ms with the multiply.
@@ -31,8 +32,8 @@ SOURCE = Path(__file__).with_name("cpu_kernels.c")
 FLAGS = ["-O3", "-march=native", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC"]
 _P, _I64, _U64, _F32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint64, ctypes.c_float
 SIGNATURES = {
-    "sum_squares_bf16": (ctypes.c_double, [_P, _I64]),
-    "sum_squares_f32": (ctypes.c_double, [_P, _I64]),
+    "sum_squares_bf16": (ctypes.c_double, [_P, _P, _I64]),
+    "sum_squares_f32": (ctypes.c_double, [_P, _P, _I64]),
     "adamw_bf16": (None, [_P, _P, _P, _P, _P, _P, _I64, _P, _F32]),
     "adamw_f32": (None, [_P, _P, _P, _P, _P, _P, _I64, _P, _F32]),
     "dropout_mask_u16": (None, [_P, _I64, _U64, _U64, ctypes.c_uint16]),

@@ -4,9 +4,9 @@ Why by hand: under autocast every Linear weight is cast to bf16 in each forward 
 back to fp32 in each backward (~80 casts a MiniLM step), and activations go back and forth between fp32
 LayerNorm outputs and bf16 matmuls. Here the trainable Linear weights and biases are computed with from
 one flat bf16 buffer, so activations stay bf16 end to end, while their fp32 masters live in one flat fp32
-buffer that checkpoints save. Per optimizer step the bf16 gradients are gathered into one flat buffer and
-one compiled kernel (train/cpu_kernels.py) updates the fp32 masters and their AdamW moments from them and
-writes the bf16 copy, instead of the per-tensor casts. MiniLM, batch 32, bench_train's data: 135 -> 119
+buffer that checkpoints save. Per optimizer step one compiled kernel (train/cpu_kernels.py) reads the
+bf16 gradients where autograd left them, updates the fp32 masters and their AdamW moments and writes
+the bf16 copy, instead of the per-tensor casts. MiniLM, batch 32, bench_train's data: 135 -> 119
 ms a step with torch's AdamW on an fp32 copy of the gradients, -12 ms more with the fused kernel.
 
 LayerNorm and embedding parameters stay fp32 (small; CPU LayerNorm takes bf16 input with fp32 weights),
@@ -79,29 +79,31 @@ class MasterWeights:
         for p, (a, b) in zip(self.masters, self.spans):
             p.data = self.f32[a:b].view_as(p)  # same Parameter objects: the optimizer and its state stay valid
         self.f16 = self.f32.to(torch.bfloat16)
-        self.leaves, self.leaf_slots, i = [], [], 0
+        self.leaves, self.leaf_slots, self.leaf_spans, first_masters, i = [], [], [], [], 0
         for leaf in leaves:
             first = self.masters[i]
             a, b = self.spans[i][0], self.spans[i + len(leaf) - 1][1]
             shape = (len(leaf) * first.shape[0], *first.shape[1:])  # q, k, v stacked along the output dim
             self.leaves.append(nn.Parameter(self.f16[a:b].view(shape)))
             self.leaf_slots.append(leaf)
+            self.leaf_spans.append((a, b))
+            first_masters.append(first)
             i += len(leaf)
-        self.g16 = torch.empty_like(self.f16)
-        self.g32 = None  # fp32 sum of the gradients, only under gradient accumulation
-        self.micro = 0  # micro-batches gathered since the last optimizer step
+        self.held = None  # the leaves' bf16 gradients from the last backward, as autograd made them
+        self.g32 = None  # fp32 sum of the gradients in one flat buffer, only under gradient accumulation
+        self.micro = 0  # micro-batches since the last optimizer step
         self.clip = None  # clipping coefficient for the next step (optim.clip_grad_norm sets it)
         self.embeddings = embedding_modules(model)
-        self._optimizer_state(opt)
+        self._optimizer_state(opt, first_masters)
 
-    def _optimizer_state(self, opt):
+    def _optimizer_state(self, opt, first_masters):
         """The masters' AdamW moments as views of two flat buffers, under torch's own state keys, so
         state_dict, checkpoints and resume see a plain AdamW. A resumed state is copied in."""
         if not isinstance(opt, torch.optim.AdamW) or any(g["amsgrad"] or g["maximize"] for g in opt.param_groups):
             raise TypeError("master weights update with plain AdamW only")
         self.m, self.v = torch.zeros_like(self.f32), torch.zeros_like(self.f32)
         group = {id(p): k for k, g in enumerate(opt.param_groups) for p in g["params"]}
-        self.steps, runs = [], []
+        self.steps = []
         for p, (a, b) in zip(self.masters, self.spans):
             st = opt.state[p]
             for key, buf in (("exp_avg", self.m), ("exp_avg_sq", self.v)):
@@ -110,12 +112,13 @@ class MasterWeights:
                 st[key] = buf[a:b].view_as(p)
             st.setdefault("step", torch.tensor(0.0))
             self.steps.append(st["step"])
-            if runs and runs[-1][1] == a and runs[-1][2] == group[id(p)]:
-                runs[-1][1] = b  # neighbours in one group: one run, fewer small parallel tasks
-            else:
-                runs.append([a, b, group[id(p)]])
-        chunks = [(s, min(s + CHUNK, b), k) for a, b, k in runs for s in range(a, b, CHUNK)]
-        self.chunks = np.array(chunks, dtype=np.int64).reshape(-1, 3)  # parallel tasks for the kernel
+        # The kernels' parallel tasks: (start, end, group), each within one leaf, whose gradient is one
+        # tensor; per task the leaf and the offset into its gradient, to point the kernels at it.
+        rows = [(s, min(s + CHUNK, b), group[id(first)], j, s - a)
+                for j, ((a, b), first) in enumerate(zip(self.leaf_spans, first_masters)) for s in range(a, b, CHUNK)]
+        table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        self.chunks = np.ascontiguousarray(table[:, :3])
+        self.chunk_leaf, self.chunk_offset = table[:, 3], table[:, 4].astype(np.uint64)
         self.opt = opt
 
     def __bool__(self):
@@ -146,26 +149,37 @@ class MasterWeights:
                 h.remove()
 
     def gather_grads(self) -> None:
-        """After each backward: the bf16 gradients into one flat buffer; over accumulation steps they
-        add up in fp32. The masters get no .grad: `step` reads the buffer."""
-        grads = [s.grad.reshape(-1) if s.grad is not None else torch.zeros(s.numel(), dtype=s.dtype)
-                 for s in self.leaves]
-        if self.micro == 1:
-            self.g32 = self.g16.float() if self.g32 is None else self.g32.copy_(self.g16)
-        torch.cat(grads, out=self.g16)
-        if self.micro:
-            self.g32.add_(self.g16)
-        self.micro += 1
+        """After each backward: the leaves' bf16 gradients are held as they are (the kernels read them in
+        place); over accumulation steps they add up in one flat fp32 buffer. The masters get no .grad."""
+        grads = [s.grad if s.grad is not None else torch.zeros_like(s) for s in self.leaves]
         for s in self.leaves:
             s.grad = None
+        if self.micro:
+            if self.g32 is None:
+                self.g32 = torch.empty_like(self.f32)
+            if self.micro == 1:
+                torch.cat([g.reshape(-1) for g in self.held], out=self.g32)
+            self.g32.add_(torch.cat([g.reshape(-1) for g in grads]))
+            self.held = None
+        else:
+            self.held = [g.contiguous() for g in grads]
+        self.micro += 1
+
+    def flat_grad(self) -> torch.Tensor:
+        """The gradient the next step uses, as one fp32 vector in the masters' order (for inspection)."""
+        return torch.cat([g.reshape(-1).float() for g in self.held]) if self.micro == 1 else self.g32
 
     def _grad(self):
-        """(the kernels' suffix, the gradient buffer): bf16 after one micro-batch, their fp32 sum after more."""
-        return ("bf16", self.g16) if self.micro == 1 else ("f32", self.g32)
+        """(the kernels' suffix, a pointer per task to the gradient of its first element)."""
+        if self.micro == 1:
+            base = np.array([g.data_ptr() for g in self.held], dtype=np.uint64)
+            return "bf16", base[self.chunk_leaf] + 2 * self.chunk_offset
+        return "f32", np.uint64(self.g32.data_ptr()) + 4 * self.chunks[:, 0].astype(np.uint64)
 
     def grad_norm(self) -> torch.Tensor:
-        kind, g = self._grad()
-        return torch.tensor(getattr(cpu_kernels.lib(), f"sum_squares_{kind}")(g.data_ptr(), g.numel()) ** 0.5)
+        kind, gp = self._grad()
+        ss = getattr(cpu_kernels.lib(), f"sum_squares_{kind}")(gp.ctypes.data, self.chunks.ctypes.data, len(self.chunks))
+        return torch.tensor(ss ** 0.5)
 
     def step(self) -> None:
         """AdamW on the masters (the lr and weight decay of their groups now), the bf16 copy written in
@@ -177,11 +191,11 @@ class MasterWeights:
         hp = np.ascontiguousarray(np.stack([1 - lr * wd, lr / (1 - b1 ** t), 1 - b1, b2, 1 - b2,
                                             1 / np.sqrt(1 - b2 ** t), eps], 1), dtype=np.float32)
         scale = 1.0 if self.clip is None else float(self.clip)
-        kind, g = self._grad()
+        kind, gp = self._grad()
         getattr(cpu_kernels.lib(), f"adamw_{kind}")(
-            g.data_ptr(), self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr(),
+            gp.ctypes.data, self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr(),
             self.chunks.ctypes.data, len(self.chunks), hp.ctypes.data, scale)
-        self.micro, self.clip = 0, None
+        self.micro, self.clip, self.held = 0, None, None
 
     def close(self) -> None:
         """Every master and moment gets its own storage again (safetensors refuses tensors sharing one)."""
