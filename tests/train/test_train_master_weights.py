@@ -59,8 +59,15 @@ def test_swap_gather_and_fused_step_equal_torch_adamw(tiny_models):
         mw.gather_grads()
         g = mw.g32[a:e].view_as(one).clone()
         torch.testing.assert_close(g, 2 * one, rtol=1e-2, atol=1e-4)
-        norm = mw.grad_norm()
-        torch.testing.assert_close(norm, mw.g32.norm(), rtol=1e-5, atol=0)
+        # The norm covers the Linear gradients (summed in fp32) and the extras' (LayerNorms, position
+        # embeddings), which keep their own fp32 .grad.
+        ln = model.bert.encoder.layer[0].attention.output.LayerNorm.weight
+        assert any(p is ln for p in mw.extras) and ln.grad is not None
+        extra_sq = sum(float(p.grad.double().pow(2).sum()) for p in mw.extras if p.grad is not None)
+        expected = (float(mw.g32.double().pow(2).sum()) + extra_sq) ** 0.5
+        assert float(mw.grad_norm()) == pytest.approx(expected, rel=1e-5)
+        ln_ref = torch.nn.Parameter(ln.detach().clone())
+        ln_ref.grad = ln.grad.clone() * 0.5
 
         # Reference: torch's AdamW on the same master, gradient and clipping coefficient, two steps.
         ref = torch.nn.Parameter(master.detach().clone())
@@ -71,6 +78,11 @@ def test_swap_gather_and_fused_step_equal_torch_adamw(tiny_models):
             mw.step()
             ref_opt.step()
             torch.testing.assert_close(master.detach(), ref.detach(), rtol=1e-6, atol=1e-7)
+            if step == 0:  # the extras were stepped by the same kernel from their fp32 gradients
+                ln_opt = torch.optim.AdamW([ln_ref], lr=1e-2, weight_decay=0.0)
+                ln_opt.step()
+                torch.testing.assert_close(ln.detach(), ln_ref.detach(), rtol=1e-6, atol=1e-7)
+                assert ln.grad is None  # so the optimizer's own step skips it
             for key in ("exp_avg", "exp_avg_sq"):
                 torch.testing.assert_close(opt.state[master][key], ref_opt.state[ref][key], rtol=1e-6, atol=1e-9)
             assert float(opt.state[master]["step"]) == step + 1

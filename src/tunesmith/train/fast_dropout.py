@@ -28,6 +28,7 @@ from tunesmith.train import cpu_kernels
 
 NAME = "tunesmith_sdpa"
 
+
 def scale_mask(shape, p: float, dtype: torch.dtype) -> torch.Tensor:
     """0 with probability p, else 1/(1-p) rounded to `dtype` (as torch's own dropout scales)."""
     width, bits = _scale_bits(p, dtype)

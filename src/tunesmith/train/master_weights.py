@@ -72,11 +72,20 @@ class MasterWeights:
                 leaves += [[(mod, n)] for n in ("weight", "bias") if ok(mod, n)]
         self.slots = [slot for leaf in leaves for slot in leaf]
         self.masters = [mod._parameters[name] for mod, name in self.slots]
-        self.ids = {id(p) for p in self.masters}
-        ends = np.cumsum([p.numel() for p in self.masters]).tolist()
-        self.spans = list(zip([0] + ends[:-1], ends))
-        self.f32 = torch.cat([p.detach().reshape(-1) for p in self.masters]) if self.masters else torch.zeros(0)
-        for p, (a, b) in zip(self.masters, self.spans):
+        # Every other dense trainable parameter (LayerNorms, position embeddings) computes in fp32 as before
+        # but is updated by the same kernel from its fp32 gradient, after the masters in the flat buffers:
+        # torch's AdamW step for ~30 small tensors cost more in bookkeeping than in arithmetic.
+        lazy = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        taken_ids = {id(p) for p in self.masters}
+        self.extras = [p for p in model.parameters() if p.requires_grad and counts[id(p)] == 1
+                       and id(p) not in taken_ids and id(p) not in lazy]
+        everything = self.masters + self.extras
+        self.ids = {id(p) for p in everything}  # parameters whose gradients this holds and steps
+        ends = np.cumsum([p.numel() for p in everything]).tolist()
+        spans = list(zip([0] + ends[:-1], ends))
+        self.spans, self.extra_spans = spans[:len(self.masters)], spans[len(self.masters):]
+        self.f32 = torch.cat([p.detach().reshape(-1) for p in everything]) if everything else torch.zeros(0)
+        for p, (a, b) in zip(everything, spans):
             p.data = self.f32[a:b].view_as(p)  # same Parameter objects: the optimizer and its state stay valid
         self.f16 = self.f32.to(torch.bfloat16)
         self.leaves, self.leaf_slots, self.leaf_spans, first_masters, i = [], [], [], [], 0
@@ -104,7 +113,7 @@ class MasterWeights:
         self.m, self.v = torch.zeros_like(self.f32), torch.zeros_like(self.f32)
         group = {id(p): k for k, g in enumerate(opt.param_groups) for p in g["params"]}
         self.steps = []
-        for p, (a, b) in zip(self.masters, self.spans):
+        for p, (a, b) in zip(self.masters + self.extras, self.spans + self.extra_spans):
             st = opt.state[p]
             for key, buf in (("exp_avg", self.m), ("exp_avg_sq", self.v)):
                 if key in st:
@@ -119,6 +128,9 @@ class MasterWeights:
         table = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.chunks = np.ascontiguousarray(table[:, :3])
         self.chunk_leaf, self.chunk_offset = table[:, 3], table[:, 4].astype(np.uint64)
+        rows = [(s, min(s + CHUNK, b), group[id(p)], j, s - a)
+                for j, (p, (a, b)) in enumerate(zip(self.extras, self.extra_spans)) for s in range(a, b, CHUNK)]
+        self.extra_table = np.array(rows, dtype=np.int64).reshape(-1, 5)
         self.opt = opt
 
     def __bool__(self):
@@ -155,8 +167,8 @@ class MasterWeights:
         for s in self.leaves:
             s.grad = None
         if self.micro:
-            if self.g32 is None:
-                self.g32 = torch.empty_like(self.f32)
+            if self.g32 is None:  # the Linear weights' part of the flat buffers (extras keep their .grad)
+                self.g32 = torch.empty(self.spans[-1][1] if self.spans else 0)
             if self.micro == 1:
                 torch.cat([g.reshape(-1) for g in self.held], out=self.g32)
             self.g32.add_(torch.cat([g.reshape(-1) for g in grads]))
@@ -176,14 +188,22 @@ class MasterWeights:
             return "bf16", base[self.chunk_leaf] + 2 * self.chunk_offset
         return "f32", np.uint64(self.g32.data_ptr()) + 4 * self.chunks[:, 0].astype(np.uint64)
 
+    def _extra_grads(self):
+        """(tasks, pointers) for the extras that have a gradient this step (torch's AdamW skips the others)."""
+        has = [p.grad is not None for p in self.extras]
+        t = self.extra_table[np.array(has, dtype=bool)[self.extra_table[:, 3]]] if any(has) else self.extra_table[:0]
+        base = np.array([p.grad.data_ptr() if p.grad is not None else 0 for p in self.extras], dtype=np.uint64)
+        return np.ascontiguousarray(t[:, :3]), base[t[:, 3]] + 4 * t[:, 4].astype(np.uint64)
+
     def grad_norm(self) -> torch.Tensor:
-        kind, gp = self._grad()
-        ss = getattr(cpu_kernels.lib(), f"sum_squares_{kind}")(gp.ctypes.data, self.chunks.ctypes.data, len(self.chunks))
+        lib, (kind, gp), (xchunks, xgp) = cpu_kernels.lib(), self._grad(), self._extra_grads()
+        ss = getattr(lib, f"sum_squares_{kind}")(gp.ctypes.data, self.chunks.ctypes.data, len(self.chunks))
+        ss += lib.sum_squares_f32(xgp.ctypes.data, xchunks.ctypes.data, len(xchunks))
         return torch.tensor(ss ** 0.5)
 
     def step(self) -> None:
-        """AdamW on the masters (the lr and weight decay of their groups now), the bf16 copy written in
-        the same pass; the caller steps the optimizer for every other parameter."""
+        """AdamW on the masters and the extras (the lr and weight decay of their groups now), the bf16
+        copy written in the same pass; the caller steps the optimizer for the lazy embedding rows."""
         torch._foreach_add_(self.steps, 1)
         t = float(self.steps[0])
         hp = np.array([[g["lr"], g["weight_decay"], *g["betas"], g["eps"]] for g in self.opt.param_groups])
@@ -191,15 +211,18 @@ class MasterWeights:
         hp = np.ascontiguousarray(np.stack([1 - lr * wd, lr / (1 - b1 ** t), 1 - b1, b2, 1 - b2,
                                             1 / np.sqrt(1 - b2 ** t), eps], 1), dtype=np.float32)
         scale = 1.0 if self.clip is None else float(self.clip)
-        kind, gp = self._grad()
-        getattr(cpu_kernels.lib(), f"adamw_{kind}")(
-            gp.ctypes.data, self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr(),
-            self.chunks.ctypes.data, len(self.chunks), hp.ctypes.data, scale)
+        lib, (kind, gp), (xchunks, xgp) = cpu_kernels.lib(), self._grad(), self._extra_grads()
+        buffers = (self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr())
+        getattr(lib, f"adamw_{kind}")(gp.ctypes.data, *buffers, self.chunks.ctypes.data, len(self.chunks),
+                                      hp.ctypes.data, scale)
+        lib.adamw_f32(xgp.ctypes.data, *buffers, xchunks.ctypes.data, len(xchunks), hp.ctypes.data, scale)
+        for p in self.extras:
+            p.grad = None  # stepped here: the optimizer's own step must skip them
         self.micro, self.clip, self.held = 0, None, None
 
     def close(self) -> None:
         """Every master and moment gets its own storage again (safetensors refuses tensors sharing one)."""
-        for p in self.masters:
+        for p in self.masters + self.extras:
             p.data = p.data.clone()
             st = self.opt.state[p]
             st["exp_avg"], st["exp_avg_sq"] = st["exp_avg"].clone(), st["exp_avg_sq"].clone()

@@ -102,14 +102,15 @@ def clip_grad_norm(params, max_norm: float, masters=None, opt=None) -> float:
     """clip_grad_norm_ that also counts sparse gradients (their coalesced values). The same arithmetic
     as torch's in a few ops: its per-call bookkeeping was a tenth of a cached `head` step.
 
-    `masters` (train/master_weights.py): their gradients live in its flat buffer, one norm over it,
-    and the coefficient goes to its fused step. With a fused AdamW `opt` the scale is handed to its step
+    `masters` (train/master_weights.py): it takes the norm of the gradients of the parameters it steps
+    (`masters.ids`) in one kernel pass; the coefficient goes to its step. With a fused AdamW `opt` the scale is handed to its step
     too (`grad_scale`, which divides inside the kernel) instead of a separate pass over the gradients.
     """
     for p in params:
         if p.grad is not None and p.grad.is_sparse:
             p.grad = p.grad.coalesce()
-    dense = [p.grad for p in params if p.grad is not None and not p.grad.is_sparse]
+    held = masters.ids if masters is not None else ()
+    dense = [p.grad for p in params if p.grad is not None and not p.grad.is_sparse and id(p) not in held]
     sparse = [p for p in params if p.grad is not None and p.grad.is_sparse]
     norms = (list(torch._foreach_norm(dense, 2.0)) if dense else []) + [p.grad.values().norm(2.0) for p in sparse]
     if masters is not None:
