@@ -121,16 +121,9 @@ class MasterWeights:
                 st[key] = buf[a:b].view_as(p)
             st.setdefault("step", torch.tensor(0.0))
             self.steps.append(st["step"])
-        # The kernels' parallel tasks: (start, end, group), each within one leaf, whose gradient is one
-        # tensor; per task the leaf and the offset into its gradient, to point the kernels at it.
-        rows = [(s, min(s + CHUNK, b), group[id(first)], j, s - a)
-                for j, ((a, b), first) in enumerate(zip(self.leaf_spans, first_masters)) for s in range(a, b, CHUNK)]
-        table = np.array(rows, dtype=np.int64).reshape(-1, 5)
-        self.chunks = np.ascontiguousarray(table[:, :3])
-        self.chunk_leaf, self.chunk_offset = table[:, 3], table[:, 4].astype(np.uint64)
-        rows = [(s, min(s + CHUNK, b), group[id(p)], j, s - a)
-                for j, (p, (a, b)) in enumerate(zip(self.extras, self.extra_spans)) for s in range(a, b, CHUNK)]
-        self.extra_table = np.array(rows, dtype=np.int64).reshape(-1, 5)
+        self.tasks = _tasks(self.leaf_spans, [group[id(p)] for p in first_masters])
+        self.chunks = np.ascontiguousarray(self.tasks[:, :3])
+        self.extra_tasks = _tasks(self.extra_spans, [group[id(p)] for p in self.extras])
         self.opt = opt
 
     def __bool__(self):
@@ -184,16 +177,14 @@ class MasterWeights:
     def _grad(self):
         """(the kernels' suffix, a pointer per task to the gradient of its first element)."""
         if self.micro == 1:
-            base = np.array([g.data_ptr() for g in self.held], dtype=np.uint64)
-            return "bf16", base[self.chunk_leaf] + 2 * self.chunk_offset
+            return "bf16", _pointers(self.tasks, self.held)
         return "f32", np.uint64(self.g32.data_ptr()) + 4 * self.chunks[:, 0].astype(np.uint64)
 
     def _extra_grads(self):
         """(tasks, pointers) for the extras that have a gradient this step (torch's AdamW skips the others)."""
-        has = [p.grad is not None for p in self.extras]
-        t = self.extra_table[np.array(has, dtype=bool)[self.extra_table[:, 3]]] if any(has) else self.extra_table[:0]
-        base = np.array([p.grad.data_ptr() if p.grad is not None else 0 for p in self.extras], dtype=np.uint64)
-        return np.ascontiguousarray(t[:, :3]), base[t[:, 3]] + 4 * t[:, 4].astype(np.uint64)
+        grads = [p.grad for p in self.extras]
+        t = self.extra_tasks[np.array([g is not None for g in grads], dtype=bool)[self.extra_tasks[:, 3]]]
+        return np.ascontiguousarray(t[:, :3]), _pointers(t, grads)
 
     def grad_norm(self) -> torch.Tensor:
         lib, (kind, gp), (xchunks, xgp) = cpu_kernels.lib(), self._grad(), self._extra_grads()
@@ -226,6 +217,21 @@ class MasterWeights:
             p.data = p.data.clone()
             st = self.opt.state[p]
             st["exp_avg"], st["exp_avg_sq"] = st["exp_avg"].clone(), st["exp_avg_sq"].clone()
+
+
+def _tasks(spans, groups) -> np.ndarray:
+    """The kernels' parallel tasks over the flat buffers, each within one span (one gradient tensor):
+    rows of (start, end, group, which span, offset into its gradient)."""
+    rows = [(s, min(s + CHUNK, b), k, j, s - a) for j, ((a, b), k) in enumerate(zip(spans, groups))
+            for s in range(a, b, CHUNK)]
+    return np.array(rows, dtype=np.int64).reshape(-1, 5)
+
+
+def _pointers(tasks: np.ndarray, grads) -> np.ndarray:
+    """Per task, the address of its first element's gradient (tasks of a None gradient: left out before)."""
+    base = np.array([g.data_ptr() if g is not None else 0 for g in grads], dtype=np.uint64)
+    size = np.uint64(next((g.element_size() for g in grads if g is not None), 0))
+    return base[tasks[:, 3]] + size * tasks[:, 4].astype(np.uint64)
 
 
 def _fused_attention(self, weight, bias, hidden_states, attention_mask=None, past_key_values=None, **kwargs):

@@ -103,8 +103,9 @@ def clip_grad_norm(params, max_norm: float, masters=None, opt=None) -> float:
     as torch's in a few ops: its per-call bookkeeping was a tenth of a cached `head` step.
 
     `masters` (train/master_weights.py): it takes the norm of the gradients of the parameters it steps
-    (`masters.ids`) in one kernel pass; the coefficient goes to its step. With a fused AdamW `opt` the scale is handed to its step
-    too (`grad_scale`, which divides inside the kernel) instead of a separate pass over the gradients.
+    (`masters.ids`) in one kernel pass; the coefficient goes to its step. With a fused AdamW `opt` the
+    scale is handed to its step too (`grad_scale`, which divides inside the kernel) instead of a separate
+    pass over the gradients.
     """
     for p in params:
         if p.grad is not None and p.grad.is_sparse:
