@@ -63,7 +63,7 @@ def test_dropout_mask_is_the_same_on_any_thread_count(dtype):
         for n in (1, 2):
             torch.set_num_threads(n)  # the kernels share torch's OpenMP pool
             torch.manual_seed(3)
-            masks.append(fast_dropout.scale_mask((70, 1000), 0.25, dtype))
+            masks.append(fast_dropout.dropout(torch.ones(70, 1000, dtype=dtype), 0.25))
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(masks[0], masks[1])
@@ -71,6 +71,20 @@ def test_dropout_mask_is_the_same_on_any_thread_count(dtype):
     assert kept.float().mean().item() == pytest.approx(0.75, abs=0.005)
     # Neighbouring elements are independent: keep/keep pairs come at the product of the rates.
     assert (kept[:, 1:] & kept[:, :-1]).float().mean().item() == pytest.approx(0.75 ** 2, abs=0.005)
+    assert masks[0][kept].unique().tolist() == [torch.tensor(1 / 0.75, dtype=dtype).item()]
+
+
+@compiled
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_dropout_backward_drops_what_the_forward_dropped(dtype):
+    torch.manual_seed(0)
+    x = torch.randn(40, 300).to(dtype).requires_grad_()
+    g = torch.randn(40, 300).to(dtype)
+    y = fast_dropout.dropout(x, 0.1)
+    y.backward(g)
+    mask = (y != 0).to(dtype) * torch.tensor(1 / 0.9, dtype=dtype)  # randn has no exact zeros
+    assert torch.equal(y, x.detach() * mask)  # rounded as torch's multiply by a mask
+    assert torch.equal(x.grad, g * mask)
 
 
 @compiled

@@ -180,3 +180,28 @@ def test_training_with_masters_tracks_autocast(tiny_models, tmp_path, monkeypatc
     for (n, p), q in zip(m1.named_parameters(), m2.parameters()):
         assert p.dtype == torch.float32
         torch.testing.assert_close(p, q, rtol=0.05, atol=2e-3, msg=n)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+def test_bf16_inference_matches_autocast_and_restores_the_model(tiny_models, arch, monkeypatch):
+    from tunesmith.evaluate.predict import predict_logits
+
+    torch.manual_seed(0)
+    model, tok, _ = load_classifier(str(tiny_models[arch]), ["a", "b", "c"], "single_label")
+    model.eval()
+    before = {n: (p, p.dtype, p.detach().clone()) for n, p in model.named_parameters()}
+    ids = encode(tok, TEXTS, 32)
+    pad = tok.pad_token_id
+    calls = []
+    real = master_weights.bf16_inference
+    monkeypatch.setattr(master_weights, "bf16_inference", lambda m: calls.append(1) or real(m))
+    fast = predict_logits(model, ids, pad, 4, True, torch.device("cpu"))
+    assert calls  # the whole-bf16 path ran
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # plain autocast, one text at a time
+        ref = torch.cat([model(**collate([x], pad)).logits.float() for x in ids]).numpy()
+    assert abs(fast - ref).max() < 0.05 * max(1.0, abs(ref).max())
+    assert fast.argmax(1).tolist() == ref.argmax(1).tolist()
+    for n, p in model.named_parameters():  # the same fp32 Parameter objects and values afterwards
+        obj, dtype, value = before[n]
+        assert p is obj and p.dtype == dtype and torch.equal(p, value), n
+    assert not any("forward" in m.__dict__ for m in model.modules())

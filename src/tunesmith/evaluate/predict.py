@@ -1,9 +1,12 @@
 """Batched inference: inference mode, length grouping, bf16 where fast. Results in input order."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
+from tunesmith.train import master_weights
 from tunesmith.train.batching import collate, inference_batches
 from tunesmith.train.feature_cache import replay_or_null
 from tunesmith.train.precision import autocast
@@ -24,7 +27,10 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 6
     if replay is not None:
         replay.padding_side = padding_side
     direct = replay is not None and replay.direct
-    with replay_or_null(replay):
+    # CPU: weights cast to bf16 once, activations bf16 throughout (master_weights.bf16_inference). Not
+    # over replayed frozen layers (cached fp32 features) nor PEFT wrappers, which keep plain autocast.
+    whole = bf16 and device.type == "cpu" and replay is None and not hasattr(model, "peft_config")
+    with replay_or_null(replay), master_weights.bf16_inference(model) if whole else contextlib.nullcontext():
         for batch in inference_batches([len(x) for x in ids], batch_size):
             with autocast(bf16 and not direct, device):  # the direct head runs in fp32 (train/loop.py)
                 if direct:

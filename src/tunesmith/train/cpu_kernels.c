@@ -77,18 +77,19 @@ void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restr
 ADAMW(adamw_bf16, uint16_t, bf16_f32)
 ADAMW(adamw_f32, float, f32_f32)
 
-/* Dropout mask: SplitMix64 at each element's index (counter-based, so any split across threads draws
- * the same mask); keep when the top 32 bits >= threshold, i.e. with probability 1 - threshold / 2^32.
- * Kept elements get `bits`, the scale 1/(1-p) as a bit pattern of the mask's dtype. */
-#define DROPOUT_MASK(NAME, T)                                                                     \
-void NAME(T *out, int64_t n, uint64_t seed, uint64_t threshold, T bits) {                        \
+/* Dropout in one pass: out = x * (kept ? scale : 0), computed in fp32 and rounded as torch's multiply by a
+ * mask would be. Kept: SplitMix64 at the element's index (counter-based, so any split across threads
+ * draws the same mask) has top 32 bits >= threshold, i.e. probability 1 - threshold / 2^32. The backward
+ * is the same call on the gradient with the same seed. scale: 1/(1-p) rounded to the dtype. */
+#define DROPOUT(NAME, T, LOAD, STORE)                                                             \
+void NAME(const T *x, T *out, int64_t n, uint64_t seed, uint64_t threshold, float scale) {       \
     _Pragma("omp parallel for schedule(static) if (n > 16384)")                                   \
     for (int64_t i = 0; i < n; i++) {                                                             \
         uint64_t z = seed + (uint64_t)i * 0x9E3779B97F4A7C15ull;                                  \
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;                                              \
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;                                              \
-        out[i] = ((z ^ (z >> 31)) >> 32) >= threshold ? bits : (T)0;                             \
+        out[i] = STORE(LOAD(x[i]) * (((z ^ (z >> 31)) >> 32) >= threshold ? scale : 0.0f));      \
     }                                                                                             \
 }
-DROPOUT_MASK(dropout_mask_u16, uint16_t)
-DROPOUT_MASK(dropout_mask_u32, uint32_t)
+DROPOUT(dropout_bf16, uint16_t, bf16_f32, to_bf16)
+DROPOUT(dropout_f32, float, f32_f32, f32_f32)

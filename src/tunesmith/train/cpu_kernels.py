@@ -6,9 +6,9 @@ Why by hand: two hot spots of bf16 training on CPU have no single torch op.
   copy back to bf16. Here the kernels read each weight's bf16 gradient where autograd left it, one pass
   for the norm and one for the update: ~300 MB a MiniLM step instead of ~520, and the optimizer side
   went from ~28 to ~12 ms a step (batch 32).
-- Dropout masks (train/fast_dropout.py): torch's CPU `bernoulli_` draws one Mersenne-Twister number
-  per element on one thread (1.3 ms for a (32, 17, 384) mask); counter-based SplitMix64 on all threads
-  takes ~0.1 ms with the multiply.
+- Dropout (train/fast_dropout.py): torch's CPU `bernoulli_` draws one Mersenne-Twister number per
+  element on one thread (1.3 ms for a (32, 17, 384) mask); counter-based SplitMix64 on all threads,
+  applied in the same pass, takes ~0.1 ms, and the backward draws the mask again instead of storing it.
 Why C through ctypes, not numba: numba's import and LLVM cost ~250 MB of resident memory, which put peak
 memory above the Trainer's. gcc/clang compile this in ~0.5 s; the library is cached under
 $TUNESMITH_CACHE/kernels keyed by source, compiler and CPU. Without a C compiler `lib()` is None and
@@ -36,8 +36,8 @@ SIGNATURES = {
     "sum_squares_f32": (ctypes.c_double, [_P, _P, _I64]),
     "adamw_bf16": (None, [_P, _P, _P, _P, _P, _P, _I64, _P, _F32]),
     "adamw_f32": (None, [_P, _P, _P, _P, _P, _P, _I64, _P, _F32]),
-    "dropout_mask_u16": (None, [_P, _I64, _U64, _U64, ctypes.c_uint16]),
-    "dropout_mask_u32": (None, [_P, _I64, _U64, _U64, ctypes.c_uint32]),
+    "dropout_bf16": (None, [_P, _P, _I64, _U64, _U64, _F32]),
+    "dropout_f32": (None, [_P, _P, _I64, _U64, _U64, _F32]),
 }
 
 
