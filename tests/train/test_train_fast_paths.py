@@ -52,6 +52,22 @@ def test_attention_route_equals_sdpa(mask_kind):
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
 
 
+def test_attention_route_in_bf16_on_fused_qkv_views_and_a_new_mask_each_forward():
+    torch.manual_seed(0)
+    qkv = torch.randn(3, 9, 3, 4, 16, dtype=torch.bfloat16)  # (batch, tokens, q/k/v, heads, head dim)
+    q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))  # strided views, as BERT's fused projection gives
+    module = torch.nn.Module()
+    module.is_causal = False
+    for cut in (5, 7):  # two forwards, two masks: the first's cached additive form must not be reused
+        mask = torch.ones(3, 1, 9, 9, dtype=torch.bool)
+        mask[1, ..., cut:] = False
+        ref, _ = sdpa_attention_forward(module, q.float(), k.float(), v.float(), mask, dropout=0.0)
+        for _ in range(2):  # the second layer of the same forward takes the cached form
+            out, _ = fast_dropout.attention(module, q, k, v, mask, dropout=1e-9)
+            assert out.dtype == torch.bfloat16
+            torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
+
+
 def test_enabled_patches_and_restores(tiny_models):
     from transformers import AutoModelForSequenceClassification
 
