@@ -150,3 +150,4 @@ def enabled(model, on: bool = True):
             m.__dict__.pop("forward", None)
         for c in configs:
             c._attn_implementation = "sdpa"
+        _last_mask[:] = [None, None]  # the last batch's mask, kept for its layers, is not kept past training
