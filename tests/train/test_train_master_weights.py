@@ -194,7 +194,7 @@ def test_bf16_inference_matches_autocast_and_restores_the_model(tiny_models, arc
     pad = tok.pad_token_id
     calls = []
     real = master_weights.bf16_inference
-    monkeypatch.setattr(master_weights, "bf16_inference", lambda m: calls.append(1) or real(m))
+    monkeypatch.setattr(master_weights, "bf16_inference", lambda m, **k: calls.append(1) or real(m, **k))
     fast = predict_logits(model, ids, pad, 4, True, torch.device("cpu"))
     assert calls  # the whole-bf16 path ran
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):  # plain autocast, one text at a time
@@ -205,3 +205,27 @@ def test_bf16_inference_matches_autocast_and_restores_the_model(tiny_models, arc
         obj, dtype, value = before[n]
         assert p is obj and p.dtype == dtype and torch.equal(p, value), n
     assert not any("forward" in m.__dict__ for m in model.modules())
+
+
+def test_bf16_inference_kept_for_the_next_call_until_a_weight_changes(tiny_models, monkeypatch):
+    from tunesmith.evaluate.predict import predict_logits
+
+    torch.manual_seed(0)
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"], "single_label")
+    model.eval()
+    ids, pad, cpu = encode(tok, TEXTS, 32), tok.pad_token_id, torch.device("cpu")
+    prepared = []
+    real = master_weights._prepare
+    monkeypatch.setattr(master_weights, "_prepare", lambda m: prepared.append(1) or real(m))
+    first = predict_logits(model, ids, pad, 4, True, cpu)
+    again = predict_logits(model, ids, pad, 4, True, cpu)
+    assert len(prepared) == 1 and (first == again).all()  # served from the kept weights
+    with torch.no_grad():
+        model.classifier.weight.mul_(-1)  # in place: same tensor, new version
+    flipped = predict_logits(model, ids, pad, 4, True, cpu)
+    assert len(prepared) == 2 and not (flipped == first).all()
+    model.train()  # evaluation during training: what is kept is used, but nothing is kept after it
+    predict_logits(model, ids, pad, 4, True, cpu)
+    assert len(prepared) == 2 and model not in master_weights._prepared
+    predict_logits(model, ids, pad, 4, True, cpu)
+    assert len(prepared) == 3 and model not in master_weights._prepared

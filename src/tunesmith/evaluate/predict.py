@@ -27,10 +27,12 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 6
     if replay is not None:
         replay.padding_side = padding_side
     direct = replay is not None and replay.direct
-    # CPU: weights cast to bf16 once, activations bf16 throughout (master_weights.bf16_inference). Not
-    # over replayed frozen layers (cached fp32 features) nor PEFT wrappers, which keep plain autocast.
+    # CPU: weights cast to bf16 once, activations bf16 throughout (master_weights.bf16_inference), kept
+    # for the next call unless training goes on. Not over replayed frozen layers (cached fp32 features)
+    # nor PEFT wrappers, which keep plain autocast.
     whole = bf16 and device.type == "cpu" and replay is None and not hasattr(model, "peft_config")
-    with replay_or_null(replay), master_weights.bf16_inference(model) if whole else contextlib.nullcontext():
+    bf16_whole = master_weights.bf16_inference(model, keep=not was_training) if whole else contextlib.nullcontext()
+    with replay_or_null(replay), bf16_whole:
         for batch in inference_batches([len(x) for x in ids], batch_size):
             with autocast(bf16 and not direct, device):  # the direct head runs in fp32 (train/loop.py)
                 if direct:
