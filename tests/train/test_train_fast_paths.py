@@ -101,13 +101,23 @@ def _lazy_and_dense(steps, rows_each_step, weight_decay=0.01):
     return table, lazy, dense, o1
 
 
-def test_lazy_rows_equal_adamw_on_rows_seen_every_step():
+@pytest.fixture(params=["kernel", "torch ops"])
+def rows_path(request, monkeypatch):
+    """The lazy-row update runs in the compiled kernel, or in torch ops where there is no compiler."""
+    if request.param == "kernel":
+        assert optim.cpu_kernels.lib() is not None or pytest.skip("no C compiler here")
+    else:
+        monkeypatch.setattr(optim.cpu_kernels, "lib", lambda: None)
+    return request.param
+
+
+def test_lazy_rows_equal_adamw_on_rows_seen_every_step(rows_path):
     table, lazy, dense, _ = _lazy_and_dense(5, lambda s: [1, 3, 3])
     torch.testing.assert_close(lazy.weight[[1, 3]], dense.weight[[1, 3]])
     assert torch.equal(lazy.weight[[0, 2, 4]], table[[0, 2, 4]])  # rows never seen stay as they were
 
 
-def test_lazy_rows_skip_absent_rows_and_state_round_trips():
+def test_lazy_rows_skip_absent_rows_and_state_round_trips(rows_path):
     table, lazy, dense, opt = _lazy_and_dense(4, lambda s: [1] if s % 2 else [2])
     assert not torch.equal(lazy.weight[1], table[1]) and not torch.equal(lazy.weight[2], table[2])
     st = opt.state_dict()

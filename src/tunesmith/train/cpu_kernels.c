@@ -77,6 +77,25 @@ void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restr
 ADAMW(adamw_bf16, uint16_t, bf16_f32)
 ADAMW(adamw_f32, float, f32_f32)
 
+/* The same AdamW on chosen rows of a (rows x D) fp32 table and its moments: the word-embedding rows a
+ * batch used (lazy rows, train/optim.py). g holds one gradient row per entry of `rows` (each row once). */
+void adamw_rows_f32(const int64_t *rows, int64_t nrows, const float *restrict g, float *restrict p,
+                    float *restrict m, float *restrict v, int64_t D, const float *h) {
+    const float decay = h[0], step = h[1], w1 = h[2], f2 = h[3], w2 = h[4], ibc2 = h[5], eps = h[6];
+    _Pragma("omp parallel for schedule(static) if (nrows * D > 16384)")
+    for (int64_t r = 0; r < nrows; r++) {
+        float *restrict pc = p + rows[r] * D, *restrict mc = m + rows[r] * D, *restrict vc = v + rows[r] * D;
+        const float *restrict gc = g + r * D;
+        for (int64_t i = 0; i < D; i++) {
+            float gi = gc[i];
+            float mi = mc[i] + w1 * (gi - mc[i]);
+            float vi = f2 * vc[i] + w2 * gi * gi;
+            pc[i] = pc[i] * decay - step * mi / (sqrtf(vi) * ibc2 + eps);
+            mc[i] = mi; vc[i] = vi;
+        }
+    }
+}
+
 /* Dropout in one pass: out = x * (kept ? scale : 0), computed in fp32 and rounded as torch's multiply by a
  * mask would be. Kept: SplitMix64 at the element's index (counter-based, so any split across threads
  * draws the same mask) has top 32 bits >= threshold, i.e. probability 1 - threshold / 2^32. The backward

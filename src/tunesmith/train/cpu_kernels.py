@@ -36,6 +36,7 @@ SIGNATURES = {
     "sum_squares_f32": (ctypes.c_double, [_P, _P, _I64]),
     "adamw_bf16": (None, [_P, _P, _P, _P, _P, _P, _I64, _P, _F32]),
     "adamw_f32": (None, [_P, _P, _P, _P, _P, _P, _I64, _P, _F32]),
+    "adamw_rows_f32": (None, [_P, _I64, _P, _P, _P, _P, _I64, _P]),
     "dropout_bf16": (None, [_P, _P, _I64, _U64, _U64, _F32]),
     "dropout_f32": (None, [_P, _P, _I64, _U64, _U64, _F32]),
 }

@@ -15,8 +15,11 @@ from __future__ import annotations
 import contextlib
 import math
 
+import numpy as np
 import torch
 from transformers import get_scheduler
+
+from tunesmith.train import cpu_kernels
 
 
 def _param_groups(model, weight_decay):
@@ -38,6 +41,10 @@ class AdamW(torch.optim.AdamW):
                 if p.grad is not None and p.grad.is_sparse:
                     self._sparse_rows(p, group)
                     p.grad = None  # the fused step below skips parameters without a gradient
+        # Nothing dense left (master weights stepped the rest): torch's step would only walk ~100
+        # parameters in Python to find no gradient, ~1 ms of a MiniLM step.
+        if closure is None and not any(p.grad is not None for g in self.param_groups for p in g["params"]):
+            return None
         return super().step(closure)
 
     def _sparse_rows(self, p, group):
@@ -51,6 +58,17 @@ class AdamW(torch.optim.AdamW):
         st["step"] += 1
         lr, (b1, b2), eps, wd = group["lr"], group["betas"], group["eps"], group["weight_decay"]
         step = float(st["step"])
+        lib = cpu_kernels.lib()
+        tensors = (p, g, st["exp_avg"], st["exp_avg_sq"])
+        if lib is not None and all(t.dtype == torch.float32 and t.is_contiguous() and t.device.type == "cpu"
+                                   for t in tensors):
+            # One compiled pass over the rows instead of ~12 torch ops on ~300 rows (~1.5 ms a step).
+            rows = rows.contiguous()
+            hp = np.array([1 - lr * wd, lr / (1 - b1 ** step), 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** step),
+                           eps], dtype=np.float32)
+            lib.adamw_rows_f32(rows.data_ptr(), len(rows), g.data_ptr(), p.data_ptr(), st["exp_avg"].data_ptr(),
+                               st["exp_avg_sq"].data_ptr(), p.shape[1], hp.ctypes.data)
+            return
         w, m, v = p[rows], st["exp_avg"][rows], st["exp_avg_sq"][rows]
         w.mul_(1 - lr * wd)
         m.lerp_(g, 1 - b1)
