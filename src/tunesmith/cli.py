@@ -1,6 +1,7 @@
 """Command line: a thin typer layer over tunesmith.api. Errors print one line and exit non-zero."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 import warnings
@@ -386,6 +387,12 @@ def main():
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except OSError as e:
+        if e.errno != errno.ENOSPC:
+            raise
+        console.print(f"[red]error:[/red] no space left on the disk writing {e.filename or 'the output'}: free "
+                      "some space and run the same command again", highlight=False, soft_wrap=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

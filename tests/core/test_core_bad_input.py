@@ -122,3 +122,18 @@ def test_bad_strategy_and_recipe_values(toy_csv, tmp_path, capsys, monkeypatch):
 def test_bad_jsonl_line(tmp_path, capsys, monkeypatch):
     bad = '{"text": "a", "label": "x"}\n{"text": "b", "label": \n'
     assert "line 2" in train_error(tmp_path, "d.jsonl", bad, capsys, monkeypatch)
+
+
+def test_disk_full_anywhere_is_one_line_not_a_traceback(toy_csv, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from tunesmith import api
+
+    def full(*a, **k):  # e.g. safetensors writing the model when the disk fills
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r" / "model" / "model.safetensors"))
+
+    monkeypatch.setattr(api, "train", full)
+    code, _, err = run_cli(["train", toy_csv, "--out", tmp_path / "r"], capsys, monkeypatch)
+    assert code == 1 and "Traceback" not in err
+    line = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(line) == 1 and "no space left" in line[0] and "model.safetensors" in line[0]

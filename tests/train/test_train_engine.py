@@ -39,3 +39,32 @@ def test_bf16_loss_close_to_fp32(tiny_models):
         losses[bf16] = float(torch.nn.functional.cross_entropy(logits.float(), y))
     assert losses[True] != losses[False]  # bf16 really ran
     assert abs(losses[True] - losses[False]) < 0.02 * losses[False]
+
+
+def test_a_full_disk_while_checkpointing_is_one_clear_error_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    import pytest
+
+    from tunesmith.errors import TunesmithError
+    from tunesmith.train import checkpoint
+
+    path = tmp_path / "last.pt"
+    checkpoint.atomic_save({"step": 1}, path)
+
+    def write_half_then_fail(obj, f):  # what torch's writer does when the disk fills mid-way
+        open(f, "wb").write(b"partial")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 134894080 vs 134893992")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.torch, "save", write_half_then_fail)
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(TunesmithError, match=r"no space left on the disk to write .*last\.pt \(1 MB free\).*--resume"):
+        checkpoint.atomic_save({"step": 2}, path)
+    assert torch.load(path) == {"step": 1} and not path.with_suffix(".pt.tmp").exists()
+    # With room on the disk the same failure is not blamed on it: torch's own error comes through.
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 1 << 30, 9 << 30))
+    with pytest.raises(RuntimeError, match="unexpected pos"):
+        checkpoint.atomic_save({"step": 2}, path)
+    assert torch.load(path) == {"step": 1}

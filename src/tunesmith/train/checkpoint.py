@@ -1,10 +1,16 @@
 """Checkpoints for resume: only what training changes (trainable tensors, optimizer, schedule, RNG)."""
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 from pathlib import Path
 
 import torch
+
+from tunesmith.errors import TunesmithError
+
+LOW_SPACE = 64 << 20  # bytes free on the disk below which a failed write is taken for a full disk
 
 
 def trainable_state(model) -> dict:
@@ -21,7 +27,17 @@ def load_trainable(model, state: dict) -> None:
 def atomic_save(obj, path: Path) -> None:
     # Written beside and renamed: a crash mid-write never leaves a half checkpoint behind.
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
+    try:
+        torch.save(obj, tmp)
+    except (OSError, RuntimeError) as e:
+        # torch's writer reports a full disk as "unexpected pos" or an iostream error, not as ENOSPC
+        free = shutil.disk_usage(path.parent).free
+        tmp.unlink(missing_ok=True)
+        if (isinstance(e, OSError) and e.errno == errno.ENOSPC) or free < LOW_SPACE:
+            raise TunesmithError(f"no space left on the disk to write {path} ({free >> 20} MB free): free some "
+                                 "space and run the same command again (training continues from its last "
+                                 "checkpoint with --resume)") from e
+        raise
     os.replace(tmp, path)
 
 
