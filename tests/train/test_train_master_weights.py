@@ -182,7 +182,7 @@ def test_training_with_masters_tracks_autocast(tiny_models, tmp_path, monkeypatc
         torch.testing.assert_close(p, q, rtol=0.05, atol=2e-3, msg=n)
 
 
-@pytest.mark.parametrize("arch", ["bert", "gpt2"])
+@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "llama"])
 def test_bf16_inference_matches_autocast_and_restores_the_model(tiny_models, arch, monkeypatch):
     from tunesmith.evaluate.predict import predict_logits
 
