@@ -49,10 +49,23 @@ double NAME(const uint64_t *gp, const int64_t *chunks, int64_t nchunks) {       
 SUM_SQUARES(sum_squares_bf16, uint16_t, bf16_f32)
 SUM_SQUARES(sum_squares_f32, float, f32_f32)
 
-/* One AdamW step over the flat masters, torch's arithmetic (decoupled weight decay, lerp for the first
- * moment, bias correction by the step). hp, 7 floats per group: 1 - lr*wd, lr/(1 - b1^t), 1 - b1, b2,
- * 1 - b2, 1/sqrt(1 - b2^t), eps. The gradient is multiplied by `scale` (clipping). Writes the master,
- * both moments and the master's bf16 copy. */
+/* torch's AdamW for one element (decoupled weight decay, lerp for the first moment, bias correction by
+ * the step): updates the moments, returns the new master. Hyper holds hp's 7 floats per group, in order:
+ * 1 - lr*wd, lr/(1 - b1^t), 1 - b1, b2, 1 - b2, 1/sqrt(1 - b2^t), eps. By value, so the loops calling
+ * this keep them in registers. */
+typedef struct { float decay, step, w1, f2, w2, ibc2, eps; } Hyper;
+
+static inline Hyper hyper(const float *h) { Hyper k = {h[0], h[1], h[2], h[3], h[4], h[5], h[6]}; return k; }
+
+static inline float adamw_elem(float g, float p, float *restrict m, float *restrict v, Hyper k) {
+    const float mi = *m + k.w1 * (g - *m);
+    const float vi = k.f2 * *v + k.w2 * g * g;
+    *m = mi; *v = vi;
+    return p * k.decay - k.step * mi / (sqrtf(vi) * k.ibc2 + k.eps);
+}
+
+/* One AdamW step over the flat masters, hp: a Hyper per group. The gradient is multiplied by `scale`
+ * (clipping). Writes the master, both moments and the master's bf16 copy. */
 #define ADAMW(NAME, T, LOAD)                                                                      \
 void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restrict v,            \
           uint16_t *restrict w16, const int64_t *chunks, int64_t nchunks, const float *hp,         \
@@ -63,14 +76,10 @@ void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restr
         const T *restrict g = (const T *)(uintptr_t)gp[c];                                        \
         float *restrict pc = p + a, *restrict mc = m + a, *restrict vc = v + a;                   \
         uint16_t *restrict wc = w16 + a;                                                          \
-        const float *h = hp + 7 * chunks[3 * c + 2];                                              \
-        float decay = h[0], step = h[1], w1 = h[2], f2 = h[3], w2 = h[4], ibc2 = h[5], eps = h[6]; \
+        const Hyper k = hyper(hp + 7 * chunks[3 * c + 2]);                                        \
         for (int64_t i = 0; i < n; i++) {                                                         \
-            float gi = LOAD(g[i]) * scale;                                                        \
-            float mi = mc[i] + w1 * (gi - mc[i]);                                                 \
-            float vi = f2 * vc[i] + w2 * gi * gi;                                                 \
-            float pi = pc[i] * decay - step * mi / (sqrtf(vi) * ibc2 + eps);                      \
-            mc[i] = mi; vc[i] = vi; pc[i] = pi; wc[i] = to_bf16(pi);                              \
+            pc[i] = adamw_elem(LOAD(g[i]) * scale, pc[i], mc + i, vc + i, k);                     \
+            wc[i] = to_bf16(pc[i]);                                                               \
         }                                                                                         \
     }                                                                                             \
 }
@@ -80,19 +89,13 @@ ADAMW(adamw_f32, float, f32_f32)
 /* The same AdamW on chosen rows of a (rows x D) fp32 table and its moments: the word-embedding rows a
  * batch used (lazy rows, train/optim.py). g holds one gradient row per entry of `rows` (each row once). */
 void adamw_rows_f32(const int64_t *rows, int64_t nrows, const float *restrict g, float *restrict p,
-                    float *restrict m, float *restrict v, int64_t D, const float *h) {
-    const float decay = h[0], step = h[1], w1 = h[2], f2 = h[3], w2 = h[4], ibc2 = h[5], eps = h[6];
+                    float *restrict m, float *restrict v, int64_t D, const float *hp) {
+    const Hyper k = hyper(hp);
     _Pragma("omp parallel for schedule(static) if (nrows * D > 16384)")
     for (int64_t r = 0; r < nrows; r++) {
         float *restrict pc = p + rows[r] * D, *restrict mc = m + rows[r] * D, *restrict vc = v + rows[r] * D;
         const float *restrict gc = g + r * D;
-        for (int64_t i = 0; i < D; i++) {
-            float gi = gc[i];
-            float mi = mc[i] + w1 * (gi - mc[i]);
-            float vi = f2 * vc[i] + w2 * gi * gi;
-            pc[i] = pc[i] * decay - step * mi / (sqrtf(vi) * ibc2 + eps);
-            mc[i] = mi; vc[i] = vi;
-        }
+        for (int64_t i = 0; i < D; i++) pc[i] = adamw_elem(gc[i], pc[i], mc + i, vc + i, k);
     }
 }
 

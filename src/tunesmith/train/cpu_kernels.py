@@ -26,6 +26,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from tunesmith.config import cache_root
 
 SOURCE = Path(__file__).with_name("cpu_kernels.c")
@@ -79,3 +81,11 @@ def lib() -> ctypes.CDLL | None:
         fn = getattr(so, name)
         fn.restype, fn.argtypes = res, args
     return so
+
+
+def adamw_hyper(groups, step: float) -> np.ndarray:
+    """The AdamW kernels' 7 floats per parameter group (`Hyper` in cpu_kernels.c): decay, step size,
+    1 - beta1, beta2, 1 - beta2, the second moment's bias correction, eps, for optimizer step `step`."""
+    lr, wd, b1, b2, eps = np.array([[g["lr"], g["weight_decay"], *g["betas"], g["eps"]] for g in groups]).T
+    return np.ascontiguousarray(np.stack([1 - lr * wd, lr / (1 - b1 ** step), 1 - b1, b2, 1 - b2,
+                                          1 / np.sqrt(1 - b2 ** step), eps], 1), dtype=np.float32)

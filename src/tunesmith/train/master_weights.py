@@ -62,9 +62,8 @@ class MasterWeights:
         # replaces three forward and backward: ~1.2 ms of a MiniLM layer's 3.2 at batch 32.
         self.fused, leaves, taken = [], [], set()
         for mod in model.modules():
-            qkv = [getattr(mod, n, None) for n in ("query", "key", "value")]
-            if type(mod).__name__ in FUSABLE and all(isinstance(l, nn.Linear) and ok(l, "weight") and ok(l, "bias")
-                                                     for l in qkv):
+            qkv = _qkv(mod)
+            if qkv and all(ok(l, "weight") and ok(l, "bias") for l in qkv):
                 leaves += [[(l, "weight") for l in qkv], [(l, "bias") for l in qkv]]
                 self.fused.append((mod, len(leaves) - 2))
                 taken.update(id(l) for l in qkv)
@@ -199,10 +198,7 @@ class MasterWeights:
         copy written in the same pass; the caller steps the optimizer for the lazy embedding rows."""
         self.steps.add_(1)
         t = float(self.steps[0])
-        hp = np.array([[g["lr"], g["weight_decay"], *g["betas"], g["eps"]] for g in self.opt.param_groups])
-        lr, wd, b1, b2, eps = hp.T
-        hp = np.ascontiguousarray(np.stack([1 - lr * wd, lr / (1 - b1 ** t), 1 - b1, b2, 1 - b2,
-                                            1 / np.sqrt(1 - b2 ** t), eps], 1), dtype=np.float32)
+        hp = cpu_kernels.adamw_hyper(self.opt.param_groups, t)
         scale = 1.0 if self.clip is None else float(self.clip)
         lib, (kind, gp), (xchunks, xgp) = cpu_kernels.lib(), self._grad(), self._extra_grads()
         buffers = (self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr())
@@ -218,7 +214,8 @@ class MasterWeights:
         for p in self.masters + self.extras:
             p.data = p.data.clone()
             st = self.opt.state[p]
-            st["exp_avg"], st["exp_avg_sq"], st["step"] = st["exp_avg"].clone(), st["exp_avg_sq"].clone(), st["step"].clone()
+            for key in ("exp_avg", "exp_avg_sq", "step"):
+                st[key] = st[key].clone()
 
 
 def _tasks(spans, groups) -> np.ndarray:
@@ -272,8 +269,8 @@ def _prepare(model) -> list:
     """(module, the forward it computes with in bf16) for fused attentions and the other Linears."""
     forwards, taken = [], set()
     for mod in model.modules():
-        qkv = [getattr(mod, n, None) for n in ("query", "key", "value")]
-        if type(mod).__name__ in FUSABLE and all(isinstance(l, nn.Linear) and l.bias is not None for l in qkv):
+        qkv = _qkv(mod)
+        if qkv:
             w, b = (torch.cat([getattr(l, n).detach() for l in qkv]).to(torch.bfloat16) for n in ("weight", "bias"))
             forwards.append((mod, functools.partial(_fused_attention, mod, _packed(w), b)))
             taken.update(id(l) for l in qkv)
@@ -300,13 +297,20 @@ def _linear(weight, bias, x):
     return torch.ops.mkldnn._linear_pointwise(x.to(weight.dtype).contiguous(), weight, bias, "none", [], "")
 
 
+def _qkv(mod) -> list | None:
+    """A BERT-style attention's query, key and value Linears (with biases), which `_fused_attention` runs
+    as one matmul; None for any other module."""
+    qkv = [getattr(mod, n, None) for n in ("query", "key", "value")]
+    fusable = type(mod).__name__ in FUSABLE and all(isinstance(l, nn.Linear) and l.bias is not None for l in qkv)
+    return qkv if fusable else None
+
+
 def _fused_attention(self, weight, bias, hidden_states, attention_mask=None, past_key_values=None, **kwargs):
     """BertSelfAttention.forward (transformers 5) with one q/k/v matmul; training has no key/value cache."""
     if past_key_values is not None:
         raise RuntimeError("fused q/k/v attention runs without a key/value cache (training, classification)")
     input_shape = hidden_states.shape[:-1]
-    qkv = _linear(weight, bias, hidden_states) if weight.is_mkldnn else F.linear(hidden_states, weight, bias)
-    qkv = qkv.view(*input_shape, 3, -1, self.attention_head_size)
+    qkv = _linear(weight, bias, hidden_states).view(*input_shape, 3, -1, self.attention_head_size)
     query, key, value = (t.transpose(1, 2) for t in qkv.unbind(-3))
     attention = ALL_ATTENTION_FUNCTIONS.get_interface(self.config._attn_implementation, eager_attention_forward)
     out, weights = attention(self, query, key, value, attention_mask,

@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import math
 
-import numpy as np
 import torch
 from transformers import get_scheduler
 
@@ -64,8 +63,7 @@ class AdamW(torch.optim.AdamW):
                                    for t in tensors):
             # One compiled pass over the rows instead of ~12 torch ops on ~300 rows (~1.5 ms a step).
             rows = rows.contiguous()
-            hp = np.array([1 - lr * wd, lr / (1 - b1 ** step), 1 - b1, b2, 1 - b2, 1 / math.sqrt(1 - b2 ** step),
-                           eps], dtype=np.float32)
+            hp = cpu_kernels.adamw_hyper([group], step)
             lib.adamw_rows_f32(rows.data_ptr(), len(rows), g.data_ptr(), p.data_ptr(), st["exp_avg"].data_ptr(),
                                st["exp_avg_sq"].data_ptr(), p.shape[1], hp.ctypes.data)
             return
