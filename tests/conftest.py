@@ -82,6 +82,27 @@ def toy_csv(tmp_path) -> Path:
     return write_csv(tmp_path / "toy.csv", toy_rows())
 
 
+def declare_mean_pooling(folder: Path) -> Path:
+    """Make a model folder declare sentence-transformers mean pooling (as all-MiniLM's does)."""
+    import json
+
+    (folder / "modules.json").write_text(json.dumps([{"idx": 1, "name": "1", "path": "1_Pooling",
+                                                      "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir(exist_ok=True)
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"pooling_mode_mean_tokens": True}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mean_bert(tiny_models, tmp_path_factory) -> Path:
+    """The tiny BERT declaring mean pooling: its classifier reads the mean (models/pooling.py)."""
+    import shutil
+
+    folder = tmp_path_factory.mktemp("bert_mean") / "m"
+    shutil.copytree(tiny_models["bert"], folder)
+    return declare_mean_pooling(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tiny_models, tmp_path_factory):
     """One finished classifier run (tiny BERT, toy data, 1 epoch) shared by merge/export/serve tests.
@@ -90,8 +111,11 @@ def tiny_run(tiny_models, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny_run")
     data = write_csv(root / "toy.csv", toy_rows())
+    # head_init random: a probe fitted on a random tiny model's nearly constant features has weights of
+    # ~1/spread, and an epoch at lr 1e-3 then moves those features far enough to give logits in the
+    # hundreds; the tests sharing this run check plumbing (temperature, parity tolerance) on O(1) logits.
     return tunesmith.train(str(data), model=str(tiny_models["bert"]), epochs=1, lr=1e-3, batch_size=16, seed=0,
-                           out=str(root / "run"), audit=False, baselines=False)
+                           out=str(root / "run"), audit=False, baselines=False, head_init="random")
 
 
 class StopAfter:

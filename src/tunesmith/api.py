@@ -11,15 +11,18 @@ import pandas as pd
 import torch
 
 from tunesmith.config import Recipe, load_recipe, make_recipe
-from tunesmith.data.dataset import check_known_labels, label_set, load_examples, stratified_split
-from tunesmith.data.io import fingerprint, write_table
+from tunesmith.data.dataset import (check_enough_rows, check_known_labels, dropped_lines, label_set, load_examples,
+                                    stratified_split)
+from tunesmith.data.io import check_output_file, write_table
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import encode, predict_logits
 from tunesmith.models.load import load_classifier, load_tokenizer, resolve_max_length
-from tunesmith.run import Run, check_out, default_out, open_run, prepare_out, versions, write_json, write_recipe
+from tunesmith.run import (RECIPE, Run, artifact, check_out, check_resumable, check_resume, default_out,
+                           drop_checkpoints, fingerprints, is_finished, open_run, prepare_out, save_model, set_state,
+                           versions, write_json, write_recipe)
 from tunesmith.tasks import get_task
 from tunesmith.train import strategies
-from tunesmith.train.checkpoint import atomic_save
+from tunesmith.train.checkpoint import plain
 from tunesmith.train.loop import Split, evaluate_split, fit
 from tunesmith.train.precision import use_bf16
 
@@ -41,9 +44,8 @@ def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None, with_test: bool 
     validation are the same rows as with it."""
     loaded = load_examples(recipe.train, recipe.text_column, recipe.label_column, recipe.task)
     task = loaded.task
-    for why, n in loaded.dropped.items():
-        if n:
-            _say(on_event, f"dropped {n} rows of {recipe.train} with {why.replace('_', ' ')}")
+    for line in dropped_lines(loaded.dropped, recipe.train):
+        _say(on_event, line)
     if recipe.task == "auto":
         _say(on_event, f"task: {task} (decided from column '{loaded.label_column}')")
     ex = loaded.examples
@@ -51,12 +53,15 @@ def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None, with_test: bool 
     if len(labels) < 2:
         raise TunesmithError(f"{recipe.train}: column '{loaded.label_column}' has a single class "
                              f"({labels[0] if labels else 'none'}); a classifier needs at least two")
+    check_enough_rows(ex, None if recipe.test else recipe.test_fraction, recipe.val_fraction, recipe.train)
     if recipe.test and not with_test:
         train, test = ex, None
     elif recipe.test:
         t = load_examples(recipe.test, recipe.text_column or loaded.text_column,
                           recipe.label_column or loaded.label_column, task)
         test = t.examples
+        for line in dropped_lines(t.dropped, recipe.test):  # test rows without a label are not scored: say so
+            _say(on_event, line)
         check_known_labels(test, labels, task, recipe.test,
                            f"never seen in {recipe.train}; add training examples for it or remove the row")
         train = ex
@@ -66,11 +71,6 @@ def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None, with_test: bool 
     if recipe.val_fraction > 0:
         train, val = stratified_split(train, recipe.val_fraction, recipe.seed + 1, task)
     return task, labels, train, val, test, loaded
-
-
-def _fingerprints(recipe: Recipe) -> dict:
-    files = {"train": recipe.train, "test": recipe.test, "retention_data": recipe.retention_data}
-    return {k: {"path": str(v), "sha256": fingerprint(v)} for k, v in files.items() if v}
 
 
 def train(train_path: str | None = None, *, config: str | None = None, resume: bool = False,
@@ -88,7 +88,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if config:
         recipe = load_recipe(config, train=train_path, **settings)
     elif resume and train_path is None and settings.get("out"):
-        recipe = load_recipe(Path(settings["out"]) / "recipe.yaml", **settings)
+        check_resumable(Path(settings["out"]))  # an ordinary folder's recipe.yaml is not a run's: not read
+        recipe = load_recipe(Path(settings["out"]) / RECIPE, **settings)
     else:
         if train_path is None:
             raise TunesmithError("no training data: pass a data file or --config recipe.yaml")
@@ -101,18 +102,24 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
             _say(on_event, f"task: sft ({fmt} format detected from the columns; --task to choose another)")
             recipe = recipe.model_copy(update={"task": "sft"})
     if recipe.task == "sft":
-        from tunesmith.tasks.sft import train_sft  # decoder instruction tuning has its own data path
+        from tunesmith.tasks.sft import train_sft  # decoder instruction tuning has its own data path (and lr)
 
         if distributed.world()[1] > 1:  # its loop has no DDP: every process would train and write the run
             raise TunesmithError("--nproc: instruction tuning (--task sft) runs in one process for now; "
                                  "drop --nproc")
 
-        return train_sft(recipe, resume=resume, overwrite=overwrite, on_event=on_event, stop=stop)
+        return train_sft(recipe, resume=resume, overwrite=overwrite, on_event=on_event, stop=stop,
+                         inputs=command_inputs(recipe, config))
 
-    task_name, labels, tr, va, te, loaded = prepared or prepare_data(recipe, on_event)
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)
     if main:
-        check_out(out, overwrite, resume)  # before the audit's and the model's slow work
+        check_out(out, overwrite, resume, command_inputs(recipe, config))  # before the data's, audit's, model's work
+        if resume:
+            check_resume(out, recipe)  # data and training settings: before anything of the run is rewritten
+    if resume and is_finished(out):  # every --nproc rank stops here alike
+        _say(on_event, f"{out}: the run is already finished, nothing to resume (--overwrite trains it again)")
+        return open_run(out) if main else Run(out, {}, {})
+    task_name, labels, tr, va, te, loaded = prepared or prepare_data(recipe, on_event)
     audit_summary = None
     if resume and (out / "audit.json").exists():  # audited before the interrupt: same data, same answer
         audit_summary = [{k: c[k] for k in ("name", "severity", "count")}
@@ -125,6 +132,10 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     recipe = recipe.model_copy(update={"out": str(out), "task": task_name,
                                        "text_column": loaded.text_column, "label_column": loaded.label_column})
     task = get_task(task_name, labels)
+    if recipe.lr is None:  # sized to the rows per class (train/optim.default_lr), recorded resolved
+        from tunesmith.train.optim import default_lr
+
+        recipe = recipe.model_copy(update={"lr": default_lr(recipe.strategy, task.targets(tr.labels))})
     if recipe.slice_column and te is not None:  # a typo in the column name fails now, not after training
         from tunesmith.evaluate.slices import slice_values
 
@@ -133,16 +144,16 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     from transformers import set_seed
 
     set_seed(recipe.seed)
-    model, tok, model_path = load_classifier(recipe.model, labels, task_name)
+    model, tok, model_path = load_classifier(recipe.model, labels, task_name, pooling=recipe.pooling)
     max_length = resolve_max_length(recipe.max_length, model.config, tok, recipe.model)
     recipe = recipe.model_copy(update={"max_length": max_length})
     device = device_for()
     bf16 = use_bf16(recipe.bf16, device)
     if main:
-        prepare_out(out, overwrite, resume)
+        prepare_out(out, overwrite, resume, command_inputs(recipe, config))
         if audit_summary is not None and not (out / "audit.json").exists():
-            write_json(out / "audit.json", audit_report.to_dict())
-    provenance = {"versions": versions(), "data": _fingerprints(recipe), "model_path": model_path,
+            write_json(artifact(out, "audit.json"), audit_report.to_dict())
+    provenance = {"versions": versions(), "data": fingerprints(recipe), "model_path": model_path,
                   "device": device.type, "bf16": bf16,
                   "rows": {"train": len(tr), "validation": len(va) if va else 0, "test": len(te) if te else 0}}
     if main:
@@ -155,15 +166,17 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if recipe.baselines and te is not None and main:  # on the untouched model, before any weight moves
         from tunesmith.evaluate import baselines
 
-        saved = out / "checkpoint" / "baselines.pt"  # kept so a resumed run does not measure them again
+        # Kept so a resumed run does not measure them again; JSON, so reading it back runs no code.
+        saved = artifact(out, "checkpoint") / "baselines.json"
         if resume and saved.exists():
-            baseline_metrics, baseline_preds = torch.load(saved, weights_only=False)
+            baseline_metrics, baseline_preds = _read_baselines(saved)
         else:
             baseline_metrics, baseline_preds = baselines.for_run(recipe, task, tr, te, model.config, max_length,
                                                                  on_event)
+            baseline_metrics, baseline_preds = plain(baseline_metrics), {k: np.asarray(v) for k, v in
+                                                                         baseline_preds.items()}
             saved.parent.mkdir(parents=True, exist_ok=True)
-            atomic_save((baseline_metrics, baseline_preds), saved)
-    model = strategies.apply(model, recipe.strategy, recipe)
+            write_json(saved, {"metrics": baseline_metrics, "predictions": plain(baseline_preds)})
     def split(ex, name):
         key = (model_path, max_length, name)  # same model and length: same token ids
         ids = memo[key] if memo is not None and key in memo else encode(tok, ex.texts, max_length)
@@ -173,6 +186,19 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
 
     train_split, val_split = split(tr, "train"), (split(va, "validation") if va else None)
     test_split = split(te, "test") if te else None
+    if recipe.head_init == "probe" and not (resume and (out / "checkpoint" / "last.pt").exists()):
+        from tunesmith.train.probe_init import init_head
+
+        key = (model_path, max_length, "probe_head")  # tune: every trial starts from the same probe
+        fitted = init_head(model, task, train_split.ids, train_split.targets, tok.pad_token_id, bf16, device,
+                           memo.get(key) if memo is not None else None)
+        if fitted is not None:
+            if memo is not None:
+                memo[key] = fitted
+            _say(on_event, "classifier started from a linear probe on the frozen model (LP-FT)")
+    model = strategies.apply(model, recipe.strategy, recipe)
+    if main:
+        artifact(out, "checkpoint")
     result = fit(model, task, train_split, val_split, recipe, pad_id=tok.pad_token_id, device=device,
                  bf16=bf16, ckpt_dir=out / "checkpoint", resume=resume, on_event=on_event, stop=stop)
     if not main:
@@ -180,10 +206,12 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
 
     merged = model
     if hasattr(model, "merge_and_unload"):  # LoRA: the adapter first (merging unwraps its modules)
-        model.save_pretrained(out / "adapter")
+        save_model(model, None, artifact(out, "adapter"))
         merged = model.merge_and_unload()
-    merged.save_pretrained(out / "model")
-    tok.save_pretrained(out / "model")
+    from tunesmith.models.pooling import fold
+
+    merged = fold(merged)  # mean pooling written into a stock class's weights (models/pooling.py)
+    save_model(merged, tok, artifact(out, "model"))  # a temporary folder renamed into place: whole or absent
 
     metrics = {"task": task_name, "labels": labels}
     if audit_summary is not None:
@@ -201,19 +229,56 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
                     "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
                     "wall_seconds": round(time.perf_counter() - t_start, 3)})
     if test_split is None:  # a tune trial: validation only, the test split stays unread
-        write_json(out / "metrics.json", metrics)
+        write_json(artifact(out, "metrics.json"), metrics)
+        set_state(out, "finished")  # its checkpoint stays: tune finishes the winner from it (run.reopen)
         on_event("done", out=str(out), test=None)
         return Run(out, metrics, recipe.model_dump(mode="json"))
     _measure(metrics, recipe, task, merged, tok, te, test_split, test_logits,
              val_split, val_logits if val_split is not None else None, baseline_metrics, baseline_preds, max_length)
-    write_json(out / "metrics.json", metrics)
-    np.save(out / "checkpoint" / "test_logits.npy", test_logits)
+    write_json(artifact(out, "metrics.json"), metrics)
+    _save_npy(out / "checkpoint" / "test_logits.npy", test_logits)
     _save_temperature(out / "model", metrics["calibration"])
     from tunesmith.report import write_report
 
     write_report(out)
+    finish(out, recipe, on_event)
     on_event("done", out=str(out), test=metrics["test"])
     return Run(out, metrics, recipe.model_dump(mode="json"))
+
+
+def command_inputs(recipe, config=None) -> list:
+    """The files a training command reads: never inside a run folder that --overwrite would delete."""
+    files = [recipe.train, recipe.test, recipe.retention_data, config]
+    if recipe.model and Path(recipe.model).exists():  # a local model folder
+        files.append(recipe.model)
+    return [f for f in files if f]
+
+
+def finish(out: Path, recipe, on_event) -> None:
+    """Mark the run finished, then drop the big resume files unless keep_checkpoints (finished first: a kill
+    in between leaves a finished run with its checkpoint, never an unfinished one without it)."""
+    set_state(out, "finished")
+    if not recipe.keep_checkpoints:
+        gone, freed = drop_checkpoints(out)
+        if gone:
+            _say(on_event, f"deleted the finished run's resume state ({', '.join(gone)}: {freed / 2**20:.0f} MB); "
+                           f"--keep-checkpoints keeps it")
+
+
+def _read_baselines(path: Path) -> tuple[dict, dict]:
+    try:
+        doc = json.loads(path.read_text())
+        return doc["metrics"], {k: np.asarray(v) for k, v in doc["predictions"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise TunesmithError(f"{path}: unreadable ({type(e).__name__}); delete it and resume again to measure the "
+                             f"baselines anew") from None
+
+
+def _save_npy(path: Path, array) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array)
+    os.replace(tmp, path)
 
 
 def _measure(metrics, recipe, task, model, tok, te, test_split, test_logits, val_split, val_logits,
@@ -265,7 +330,12 @@ def _logits(run: Run, model, tok, texts):
 
 def predict(run_path, data, *, out: str | None = None, text_column: str | None = None,
             overwrite: bool = False) -> pd.DataFrame:
-    """Predict labels for a data file (or a list of texts). Adds `prediction` and `score` columns."""
+    """Predict labels for a data file (or a list of texts). Adds `prediction` and `score` columns.
+
+    `out`: refused before the model loads if it exists (without overwrite) or cannot be a file; its missing
+    folders are created (the user named them: that is the request, and nothing else is written)."""
+    if out:
+        check_output_file(out, overwrite)
     run = open_run(run_path)
     model, tok, task = _load_for_inference(run)
     if isinstance(data, (list, tuple)):
@@ -284,10 +354,9 @@ def predict(run_path, data, *, out: str | None = None, text_column: str | None =
         frame["prediction"] = [task.labels[j] for j in decided]
         frame["score"] = probs.max(axis=1)
     if out:
-        o = Path(out)
-        if o.exists() and not overwrite:
-            raise TunesmithError(f"{o}: already exists; pass --overwrite or choose another --out")
-        write_table(frame, o)
+        check_output_file(out, overwrite)  # again: a file may have appeared while the model ran
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_table(frame, out)
     return frame
 
 

@@ -81,7 +81,7 @@ def metrics_table(title: str, rows: dict[str, dict], cols=("accuracy", "macro_f1
 def train(
     data: Optional[Path] = typer.Argument(None, help="training data: CSV, TSV, JSONL or Parquet"),
     test: Optional[Path] = typer.Option(None, help="test data; without it a stratified split is held out"),
-    model: Optional[str] = typer.Option(None, help="built-in name (minilm, smollm2), local folder or hub id"),
+    model: Optional[str] = typer.Option(None, help="built-in name (minilm, mpnet, smollm2), local folder or hub id"),
     strategy: Optional[str] = typer.Option(None, help="full | head | freeze:K | lora"),
     task: Optional[str] = typer.Option(None, help="auto | single_label | multilabel | sft"),
     text_column: Optional[str] = typer.Option(None),
@@ -101,6 +101,10 @@ def train(
     bf16: Optional[str] = typer.Option(None, help="auto | on | off"),
     lora_r: Optional[int] = typer.Option(None),
     lora_alpha: Optional[int] = typer.Option(None),
+    head_init: Optional[str] = typer.Option(None, help="probe (LP-FT: the classifier starts as a linear probe) | "
+                                                       "random"),
+    pooling: Optional[str] = typer.Option(None, help="auto (the checkpoint's declared pooling) | native "
+                                                     "(the architecture's own classifier input)"),
     slice_column: Optional[str] = typer.Option(None, help="test column to report metrics per slice"),
     retention_data: Optional[Path] = typer.Option(None, help="sentence pairs with scores (STS-B style)"),
     strict: bool = typer.Option(False, help="refuse to train while the audit finds errors"),
@@ -114,8 +118,9 @@ def train(
     eval_generations: Optional[int] = typer.Option(None, help="sft: held-out prompts generated before/after"),
     few_shot_k: Optional[int] = typer.Option(None, help="sft: examples in the retrieval few-shot baseline"),
     out: Optional[Path] = typer.Option(None, help="run folder (default runs/<time>-<name>)"),
-    overwrite: bool = typer.Option(False, help="replace an existing run folder"),
+    overwrite: bool = typer.Option(False, help="replace an existing run folder (only the files a run wrote)"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
+    keep_checkpoints: bool = typer.Option(False, help="keep checkpoint/last.pt and best.pt after success"),
     config: Optional[Path] = typer.Option(None, help="recipe.yaml to re-run (flags override it)"),
     nproc: int = typer.Option(1, min=1, help="data-parallel processes (DDP: one per GPU, or gloo on CPU)"),
 ):
@@ -131,11 +136,12 @@ def train(
                     max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
                     label_smoothing=label_smoothing, scheduler=scheduler, seed=seed, patience=patience,
                     val_fraction=val_fraction, bf16=bf16, lora_r=lora_r, lora_alpha=lora_alpha,
-                    slice_column=slice_column, retention_data=retention_data, out=out,
-                    strict=strict or None, prompt_column=prompt_column, response_column=response_column,
+                    head_init=head_init, pooling=pooling, slice_column=slice_column, retention_data=retention_data,
+                    out=out, strict=strict or None, prompt_column=prompt_column, response_column=response_column,
                     train_on_prompt=train_on_prompt or None, overflow=overflow, packing=packing or None,
                     gradient_checkpointing=gradient_checkpointing or None, max_new_tokens=max_new_tokens,
-                    eval_generations=eval_generations, few_shot_k=few_shot_k)
+                    eval_generations=eval_generations, few_shot_k=few_shot_k,
+                    keep_checkpoints=keep_checkpoints or None)
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if v is not None}
     reporter = ProgressReporter()
     try:
@@ -190,15 +196,18 @@ def audit(
 @app.command()
 def predict(run: Path = typer.Argument(..., help="run folder"),
             data: Path = typer.Argument(..., help="texts to label"),
-            out: Optional[Path] = typer.Option(None, help="write predictions here (CSV/TSV/JSONL/Parquet)"),
+            out: Optional[Path] = typer.Option(None, help="write predictions here (CSV/TSV/JSONL/Parquet); "
+                                                          "missing folders are created"),
             text_column: Optional[str] = typer.Option(None),
-            overwrite: bool = typer.Option(False)):
+            overwrite: bool = typer.Option(False, help="replace an existing --out file")):
     """Label new texts with a trained run."""
     from tunesmith import api
 
+    new_folder = out is not None and not out.parent.exists()
     frame = api.predict(run, data, out=str(out) if out else None, text_column=text_column, overwrite=overwrite)
     if out:
-        out_console.print(f"wrote {len(frame)} predictions to {out}")
+        out_console.print(f"wrote {len(frame)} predictions to {out}" + (f" (created {out.parent})" if new_folder else ""),
+                          highlight=False, soft_wrap=True)
     else:
         frame.to_csv(sys.stdout, index=False)
 
@@ -330,14 +339,26 @@ def export(run: Path = typer.Argument(..., help="run folder"),
 
 @app.command()
 def serve(run: Path = typer.Argument(..., help="run folder"),
-          host: str = typer.Option("127.0.0.1"), port: int = typer.Option(8000),
+          host: str = typer.Option("127.0.0.1", help="bind address; beyond loopback, set a token"),
+          port: int = typer.Option(8000),
+          token_file: Optional[Path] = typer.Option(None, help="file holding the bearer token (else env "
+                                                    "TUNESMITH_SERVE_TOKEN); every path but /health then needs it"),
+          allow_host: Optional[list[str]] = typer.Option(None, "--allow-host", help="also accept this Host header "
+                                                         "(repeatable; *.example.com; * turns the check off)"),
           max_batch: int = typer.Option(32, help="largest micro-batch"),
           max_wait_ms: float = typer.Option(5.0, help="how long a request waits for others to batch with"),
+          max_queue: Optional[int] = typer.Option(None, help="texts waiting or in flight before 503 "
+                                                  "(default 4 x --max-batch)"),
+          max_queue_bytes: Optional[int] = typer.Option(None, help="their UTF-8 bytes before 503 "
+                                                        "(default 8 KiB x --max-queue)"),
+          info_details: bool = typer.Option(False, help="/info also shows the run's path and test metrics"),
           threads: Optional[int] = typer.Option(None, help="torch threads (1 is faster on a busy shared CPU)")):
     """Serve predictions over HTTP (FastAPI): /predict, /health, /info, /docs."""
     from tunesmith.serve import serve_run
 
-    serve_run(run, host=host, port=port, max_batch=max_batch, max_wait_ms=max_wait_ms, threads=threads)
+    serve_run(run, host=host, port=port, token_file=token_file, allow_hosts=allow_host or (),
+              info_details=info_details, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
+              max_queue_bytes=max_queue_bytes, threads=threads)
 
 
 @app.command()
@@ -349,15 +370,23 @@ def tune(
     trials: Optional[int] = typer.Option(None, help="stop after this many finished trials in the study"),
     metric: Optional[str] = typer.Option(None, help="validation metric to optimise (default macro_f1; loss)"),
     out: Optional[Path] = typer.Option(None, help="tune folder (default runs/tune-<time>-<name>); re-run to resume"),
-    storage: Optional[str] = typer.Option(None, help="postgresql://user:pw@host/db: join a study across machines"),
+    storage: Optional[str] = typer.Option(None, envvar="TUNESMITH_STORAGE", show_envvar=True,
+                                          help="postgresql://user@host/db: join a study across machines "
+                                               "(password from PGPASSWORD or ~/.pgpass)"),
     study: str = typer.Option("tunesmith", help="study name in the storage"),
     workers: int = typer.Option(1, help="worker processes on this machine"),
     config: Optional[Path] = typer.Option(None, help="recipe file; its `tune:` section narrows/widens the space"),
 ):
     """Search strategy, hyperparameters and base model under a budget; the winner is a normal run folder."""
-    from tunesmith.tune.search import TuneArgs, default_out, parse_time
+    from tunesmith.redact import secrets_of
+    from tunesmith.tune.search import STORAGE_ENV, TuneArgs, default_out, parse_time
     from tunesmith.tune.search import tune as run_tune
+    from tunesmith.tune.study import storage_error
 
+    if storage and secrets_of(storage) and os.environ.get(STORAGE_ENV) != storage:
+        console.print("note: --storage holds a password: the process list and your shell history show it; set "
+                      "PGPASSWORD or ~/.pgpass, or the whole URL in TUNESMITH_STORAGE (tunesmith writes it nowhere)",
+                      highlight=False, soft_wrap=True)
     args = TuneArgs(train=str(data), test=str(test) if test else None,
                     models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
                     seconds=parse_time(time), trials=trials, metric=metric, out=str(out or default_out(str(data))),
@@ -365,6 +394,11 @@ def tune(
     reporter = ProgressReporter()
     try:
         doc = run_tune(args, console, on_event=reporter)
+    except Exception as e:
+        err = storage_error(e, storage)  # SQLAlchemy's text may quote the URL: one line without the password
+        if err is None:
+            raise
+        raise err from None
     finally:
         reporter.close()
     w = doc.get("winner") or {}

@@ -38,7 +38,7 @@ class Recipe(BaseModel):
     # training
     strategy: str = "full"
     epochs: int = Field(5, ge=1)
-    lr: float = Field(1e-4, gt=0)
+    lr: float | None = Field(None, gt=0)                # None: sized to the data (train/optim.default_lr)
     batch_size: int = Field(32, ge=1)
     grad_accum: int = Field(1, ge=1)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
@@ -50,6 +50,8 @@ class Recipe(BaseModel):
     metric: str = "macro_f1"                            # validation metric for early stopping
     seed: int = 42
     bf16: Literal["auto", "on", "off"] = "auto"
+    head_init: Literal["probe", "random"] = "probe"     # LP-FT: the classifier starts as a linear probe
+    pooling: Literal["auto", "native"] = "auto"          # auto: what the checkpoint declares (mean for ST models)
     lora_r: int = Field(8, ge=1)
     lora_alpha: int = Field(16, ge=1)
     lora_dropout: float = Field(0.1, ge=0, lt=1)
@@ -69,6 +71,7 @@ class Recipe(BaseModel):
     audit: bool = True
     strict: bool = False
     baselines: bool = True
+    keep_checkpoints: bool = False                      # keep checkpoint/last.pt, best.pt after success
 
     @field_validator("strategy")
     @classmethod

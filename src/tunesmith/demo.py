@@ -9,10 +9,14 @@ EXAMPLE = Path(__file__).parent / "data" / "example" / "tickets.csv"
 
 
 def run_demo(out: Path, overwrite: bool, reporter, console) -> None:
+    import pandas as pd
+
     from tunesmith import api
 
-    console.print(f"[bold]tunesmith demo[/bold]: fine-tuning all-MiniLM-L6-v2 on {EXAMPLE.name} "
-                  f"(720 invented support tickets, 6 classes)")
+    labels = pd.read_csv(EXAMPLE)["label"]
+    console.print(f"[bold]tunesmith demo[/bold]: fine-tuning all-MiniLM-L6-v2 on {EXAMPLE.name} ({len(labels)} "
+                  f"invented support tickets, {labels.nunique()} classes that share their words and differ by "
+                  f"intent: refund/return/exchange, login/password reset/2FA, late/lost/misaddressed parcel)")
     try:
         run = api.train(str(EXAMPLE), out=str(out), overwrite=overwrite, epochs=4, on_event=reporter)
     finally:

@@ -14,7 +14,7 @@ def test_generate_endpoint_answers_and_validates(tiny_models, tmp_path):
     run = api.train(str(data), task="sft", model=str(tiny_models["llama"]), strategy="full", epochs=8, lr=1e-2,
                     bf16="off", batch_size=8, max_length=48, warmup_ratio=0.0, patience=0, max_new_tokens=12,
                     eval_generations=2, few_shot_k=0, out=str(tmp_path / "run"))
-    with TestClient(create_app(run.path, Limits(max_new_tokens=16))) as c:
+    with TestClient(create_app(run.path, Limits(max_new_tokens=16)), base_url="http://localhost") as c:
         r = c.post("/generate", json={"prompts": ["say the colour number 99", "say the colour number 7 " * 40],
                                       "max_new_tokens": 10})
         assert r.status_code == 200
@@ -25,5 +25,5 @@ def test_generate_endpoint_answers_and_validates(tiny_models, tmp_path):
         assert g[0]["stopped"] == (len(g[0]["text"].split()) < 10)  # "red" is one token; limit 10
         assert g[1]["truncated"]  # longer than max_length: cut from the left and flagged
         assert c.post("/generate", json={"prompts": ["x"], "max_new_tokens": 99}).status_code == 422
-        assert c.post("/predict", json={"texts": ["x"]}).status_code == 404
+        assert c.post("/predict", json={"texts": ["x"]}).json()["error"]["code"] == "not_found"
         assert c.get("/info").json()["task"] == "sft"

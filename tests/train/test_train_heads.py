@@ -33,13 +33,15 @@ def distilbert(tiny_models, tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("arch", ["bert", "roberta", "gpt2", "llama", "distilbert"])
-def test_direct_head_equals_model_forward(tiny_models, distilbert, arch):
-    path = distilbert if arch == "distilbert" else tiny_models[arch]
+@pytest.mark.parametrize("arch", ["bert", "bert_mean", "roberta", "gpt2", "llama", "distilbert"])
+def test_direct_head_equals_model_forward(tiny_models, distilbert, tiny_mean_bert, arch):
+    path = {"distilbert": distilbert, "bert_mean": tiny_mean_bert}.get(arch) or tiny_models[arch]
     torch.manual_seed(0)
     model, tok, _ = load_classifier(str(path), ["a", "b", "c"], "single_label")
     model = strategies.apply(model, "head", None).eval()
     assert heads.for_model(model) is not None
+    if arch == "bert_mean":
+        assert heads.for_model(model)[0] == "mean"
     ids = encode(tok, TEXTS, 32)
     ids[1] = ids[1] + [tok.pad_token_id] * 2  # a text ending in the pad id: decoders read the token before
     k = strategies.frozen_layers(model, "head")

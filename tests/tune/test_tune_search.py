@@ -57,9 +57,11 @@ def test_tune_reads_test_only_for_the_winner_and_resumes(tiny_models, toy_csv, t
 
     train, test = _split(toy_csv, tmp_path)
     reads, phase = [], ["search"]
-    for name in ("load_examples", "fingerprint"):  # every way api touches a data file
-        real = getattr(api, name)
-        monkeypatch.setattr(api, name, lambda p, *a, _real=real, _n=name, **k: (reads.append((str(p), phase[0], _n)),
+    import tunesmith.data.io as data_io
+
+    for mod, name in ((api, "load_examples"), (data_io, "fingerprint")):  # every way a run touches a data file
+        real = getattr(mod, name)
+        monkeypatch.setattr(mod, name, lambda p, *a, _real=real, _n=name, **k: (reads.append((str(p), phase[0], _n)),
                                                                                 _real(p, *a, **k))[1])
     real_final = search.final_run
 

@@ -23,10 +23,16 @@ def find_column(df: pd.DataFrame, given: str | None, candidates: list[str], kind
         if given not in cols:
             raise TunesmithError(f"{path}: no column '{given}'; the columns are: {', '.join(cols)}")
         return given
-    lower = {c.lower().strip(): c for c in cols}
+    lower: dict[str, list[str]] = {}
+    for c in cols:
+        lower.setdefault(c.lower().strip(), []).append(c)
     for name in candidates:
         if name in lower:
-            return lower[name]
+            if len(lower[name]) > 1:  # 'Label' and 'label': guessing one would silently drop the other
+                twins = " and ".join(f"'{c}'" for c in lower[name])
+                raise TunesmithError(f"{path}: columns {twins} differ only in case; pass --{kind}-column with "
+                                     f"the one that holds the {kind}")
+            return lower[name][0]
     raise TunesmithError(
         f"{path}: cannot tell which column holds the {kind}; the columns are: {', '.join(cols)}; "
         f"pass --{kind}-column NAME")
@@ -40,10 +46,17 @@ def _is_missing(v) -> bool:
     return isinstance(v, str) and not v.strip()
 
 
+def _missing_label(v) -> bool:
+    """Empty, null, NaN, or the text 'NaN'/'nan': what pandas and numpy write for a missing value
+    (`df.astype(str)` turns NaN into 'nan'). 'NA', 'None', 'null' stay class names: the CSV reader keeps
+    them as written (keep_default_na=False), and they are plausible labels."""
+    return _is_missing(v) or (isinstance(v, str) and v.strip().lower() == "nan")
+
+
 def _label_list(v) -> list[str]:
     if isinstance(v, (list, tuple, np.ndarray)):
-        return [str(x).strip() for x in v if not _is_missing(x)]
-    return [p.strip() for p in str(v).split(MULTILABEL_SEP) if p.strip()]
+        return [str(x).strip() for x in v if not _missing_label(x)]
+    return [p.strip() for p in str(v).split(MULTILABEL_SEP) if p.strip() and not _missing_label(p)]
 
 
 def _label_str(v) -> str:
@@ -113,7 +126,7 @@ def load_examples(path, text_column=None, label_column=None, task="auto", need_l
     for i, t in enumerate(texts_raw):
         if _is_missing(t):
             dropped["empty_text"] += 1
-        elif lcol is not None and need_labels and _is_missing(df[lcol].iat[i]):
+        elif lcol is not None and need_labels and _missing_label(df[lcol].iat[i]):
             dropped["missing_label"] += 1
         else:
             keep.append(i)
@@ -127,7 +140,7 @@ def load_examples(path, text_column=None, label_column=None, task="auto", need_l
     if lcol is not None:
         for i in keep:
             v = df[lcol].iat[i]
-            if _is_missing(v):
+            if _missing_label(v):
                 labels.append(None)
             elif task == "multilabel":
                 labels.append(sorted(set(_label_list(v))))
@@ -140,10 +153,52 @@ def load_examples(path, text_column=None, label_column=None, task="auto", need_l
     return Loaded(ex, tcol, lcol, task if task != "auto" else "single_label", dropped)
 
 
+DROP_REASONS = {"empty_text": "empty text", "missing_label": "a missing label (empty, null or NaN)"}
+
+
+def dropped_lines(dropped: dict, path) -> list[str]:
+    """One event line per reason rows of `path` were left out (Loaded.dropped)."""
+    return [f"dropped {n} row{'s' if n != 1 else ''} of {path} with {DROP_REASONS.get(why, why.replace('_', ' '))}"
+            for why, n in dropped.items() if n]
+
+
 def label_set(labels, task: str) -> list[str]:
     if task == "multilabel":
         return sort_labels(l for ls in labels for l in ls)
     return sort_labels(labels)
+
+
+def _held_out(fraction: float, n: int) -> int:
+    return max(1, int(round(fraction * n)))  # stratified_split's count: at least one row goes out
+
+
+def rows_needed(test_fraction: float | None, val_fraction: float) -> int:
+    """The fewest rows that leave the held-out test part (None: --test given), validation and train one row each."""
+    fractions = [f for f in (test_fraction, val_fraction) if f]
+    n = 1
+    while True:
+        left = n
+        for f in fractions:
+            left -= _held_out(f, left)
+        if left >= 1:
+            return n
+        n += 1
+
+
+def check_enough_rows(ex: Examples, test_fraction: float | None, val_fraction: float, path) -> None:
+    """Too few rows for the splits: one line with the number needed (sklearn's error names no file)."""
+    need = rows_needed(test_fraction, val_fraction)
+    if len(ex) >= need:
+        return
+    parts = " and ".join(p for p, f in (("a test row", test_fraction), ("a validation row", val_fraction)) if f)
+    # the first change of flags that makes these rows enough, if any
+    ways = [(None, val_fraction, "pass --test FILE"), (test_fraction, 0, "pass --val-fraction 0"),
+            (None, 0, "pass --test FILE and --val-fraction 0")]
+    way = next((w for t, v, w in ways if (t, v) != (test_fraction, val_fraction) and rows_needed(t, v) <= len(ex)),
+               None)
+    raise TunesmithError(f"{path}: {len(ex)} row{'s are' if len(ex) != 1 else ' is'} too few to hold out {parts} "
+                         f"and keep one to train on; it needs at least {need} rows (a useful model needs dozens "
+                         f"per class)" + (f", or {way}" if way else ""))
 
 
 def stratified_split(ex: Examples, fraction: float, seed: int, task: str) -> tuple[Examples, Examples]:
@@ -151,7 +206,7 @@ def stratified_split(ex: Examples, fraction: float, seed: int, task: str) -> tup
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(len(ex))
-    n_out = max(1, int(round(fraction * len(ex))))
+    n_out = _held_out(fraction, len(ex))
     strat = None
     if task != "multilabel":
         y = np.array(ex.labels)

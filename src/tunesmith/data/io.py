@@ -1,9 +1,11 @@
 """Read tabular text data (CSV, TSV, JSONL, Parquet) into a DataFrame with clear errors."""
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -29,6 +31,32 @@ def _decode(path: Path, raw: bytes) -> str:
         raise TunesmithError(
             f"{path}: line {line} (data row {max(line - 2, 0)}) has bytes that are not UTF-8 "
             f"(byte {e.start}); re-save the file as UTF-8") from None
+
+
+class _DuplicateKey(ValueError):
+    pass
+
+
+def _no_duplicate_keys(pairs):
+    """json object_pairs_hook: {"label": "a", "label": "b"} would silently keep the last one."""
+    seen = set()
+    for k, _ in pairs:
+        if k in seen:
+            raise _DuplicateKey(k)
+        seen.add(k)
+    return dict(pairs)
+
+
+def _refuse_duplicate_columns(path: Path, header: list[str]) -> None:
+    # pandas renames a second 'label' to 'label.1' and the first one is used without a word: refuse instead.
+    where: dict[str, list[int]] = {}
+    for i, name in enumerate(header):
+        where.setdefault(name, []).append(i + 1)
+    for name, cols in where.items():
+        if len(cols) > 1 and name.strip():  # blank names (trailing commas of spreadsheet exports) name no column
+            raise TunesmithError(f"{path}: column '{name}' appears {len(cols)} times in the header (columns "
+                                 f"{', '.join(map(str, cols))}); rename or remove all but one so it is clear "
+                                 f"which to use")
 
 
 _LAST: dict = {}  # (path, size, mtime) -> frame of the last file read
@@ -75,7 +103,10 @@ def _read_table(path: Path) -> pd.DataFrame:
                 if not line.strip():
                     continue
                 try:
-                    rows.append(json.loads(line))
+                    rows.append(json.loads(line, object_pairs_hook=_no_duplicate_keys))
+                except _DuplicateKey as e:
+                    raise TunesmithError(f"{path}: line {i + 1} has the key '{e}' twice; keep one so it is clear "
+                                         f"which value to use") from None
                 except json.JSONDecodeError as e:
                     raise TunesmithError(f"{path}: line {i + 1} is not valid JSON ({e.msg}); fix or remove that line") from None
                 if not isinstance(rows[-1], dict):
@@ -83,8 +114,11 @@ def _read_table(path: Path) -> pd.DataFrame:
             df = pd.DataFrame(rows)
         else:
             sep = "\t" if fmt == "tsv" else ","
-            # keep_default_na=False: the text "NA" or "null" is a real text, not missing.
-            df = pd.read_csv(io.StringIO(_decode(path, raw)), sep=sep, dtype=str, keep_default_na=False)
+            text = _decode(path, raw)
+            _refuse_duplicate_columns(path, next(csv.reader(io.StringIO(text), delimiter=sep), []))
+            # keep_default_na=False: the text "NA" or "null" is a real text, not missing ("NaN" labels are
+            # treated as missing in dataset.py, where it is known which column holds the labels).
+            df = pd.read_csv(io.StringIO(text), sep=sep, dtype=str, keep_default_na=False)
     except TunesmithError:
         raise
     except Exception as e:  # pandas/pyarrow parse errors
@@ -105,12 +139,34 @@ def fingerprint(path: str | Path) -> str:
     return "sha256:" + h.hexdigest()
 
 
+def check_output_file(path: str | Path, overwrite: bool) -> None:
+    """Refuse an output path in one line before any slow work: unknown type, a folder, an existing file
+    without --overwrite, or a file standing where a folder of the path should be."""
+    path = Path(path)
+    if path.is_dir():
+        raise TunesmithError(f"{path}: is a folder; give a file name, e.g. --out {path / 'predictions.csv'}")
+    file_format(path)
+    if path.exists() and not overwrite:
+        raise TunesmithError(f"{path}: already exists; pass --overwrite or choose another --out")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise TunesmithError(f"{parent}: is a file, not a folder; choose another --out")
+            break
+
+
 def write_table(df: pd.DataFrame, path: str | Path) -> None:
+    """Written under a temporary name beside `path`, then renamed: a crash never leaves half a file."""
     path = Path(path)
     fmt = file_format(path)
-    if fmt == "parquet":
-        df.to_parquet(path, index=False)
-    elif fmt == "jsonl":
-        df.to_json(path, orient="records", lines=True, force_ascii=False)
-    else:
-        df.to_csv(path, sep="\t" if fmt == "tsv" else ",", index=False)
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}{path.suffix}")
+    try:
+        if fmt == "parquet":
+            df.to_parquet(tmp, index=False)
+        elif fmt == "jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        else:
+            df.to_csv(tmp, sep="\t" if fmt == "tsv" else ",", index=False)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.export import hf, onnx, parity
-from tunesmith.run import open_run, write_json
+from tunesmith.run import artifact, open_run, remove_stale_tmp, replace_dir, tmp_name, write_json
 
 FORMATS = {"hf": hf, "onnx": onnx}
 QUANTIZE = {"int8"}
@@ -23,23 +23,30 @@ def export_run(run_path, format: str = "onnx", *, quantize: str | None = None, o
     if run.metrics.get("task") == "sft":
         raise TunesmithError(f"{run.path}: SFT (generation) runs are not exported here; their model/ folder is "
                              f"already a Hugging Face model")
-    out = Path(out) if out else run.path / "export" / (format + (f"-{quantize}" if quantize else ""))
+    out = Path(out) if out else artifact(run.path, "export") / (format + (f"-{quantize}" if quantize else ""))
+    if out.exists() and not out.is_dir():
+        raise TunesmithError(f"{out}: is a file, not a folder; choose another --out")
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise TunesmithError(f"{out}: already exists; pass --overwrite or choose another --out")
-        if not (out / parity.MANIFEST).exists():
+        if out.is_symlink() or not (out / parity.MANIFEST).exists():
             raise TunesmithError(f"{out}: exists and is not a tunesmith export; refusing to delete it")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    # Built in a temporary folder and renamed into place when it passed: a killed or failed export never
+    # leaves a partial model.onnx under the final name, and its leftovers (tunesmith's temporary names
+    # only) are cleared by the next export.
+    remove_stale_tmp(out.parent, out.name)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = tmp_name(out)
+    tmp.mkdir()
     try:
         ref = parity.Reference(run)
-        exported = FORMATS[format].export(run, out, ref, quantize=quantize)
+        exported = FORMATS[format].export(run, tmp, ref, quantize=quantize)
         check = parity.check(ref, exported["predict"], parity.TOLERANCE[quantize or "fp32"], n_rows)
-    except Exception:
-        shutil.rmtree(out, ignore_errors=True)  # a failed export leaves nothing that looks usable
-        raise
-    manifest = {"format": format, "quantize": quantize, "run": str(run.path), "files": exported["files"],
-                "labels": ref.task.labels, "task": ref.task.name, "temperature": ref.temperature,
-                "max_length": ref.max_length, "parity": check}
-    write_json(out / parity.MANIFEST, manifest)
+        manifest = {"format": format, "quantize": quantize, "run": str(run.path), "files": exported["files"],
+                    "labels": ref.task.labels, "task": ref.task.name, "temperature": ref.temperature,
+                    "max_length": ref.max_length, "parity": check}
+        write_json(tmp / parity.MANIFEST, manifest)
+        replace_dir(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return {"path": str(out), **manifest}

@@ -67,8 +67,13 @@ def load_base(base: str, config) -> tuple[torch.nn.Module, set[str], str]:
     if base_cfg.model_type != config.model_type:
         raise TunesmithError(f"--base {base} is a {base_cfg.model_type} model but the tuned model is "
                              f"{config.model_type}; merge models fine-tuned from the same base")
+    # A mean-pooling classifier carries one extra averaging layer (models/pooling.py); the base lacks it,
+    # so it is loaded as missing and taken from the tuned models, like the head.
+    folded = int(getattr(config, "tunesmith_pooling", None) == "mean")
     for attr in ("hidden_size", "num_hidden_layers", "n_embd", "n_layer", "vocab_size", "intermediate_size"):
         a, b = getattr(base_cfg, attr, None), getattr(config, attr, None)
+        if attr == "num_hidden_layers" and b is not None:
+            b -= folded
         if a is not None and b is not None and a != b:
             raise TunesmithError(f"--base {base} has {attr}={a} but the tuned model has {attr}={b}; "
                                  f"mismatched architectures cannot be merged")
@@ -76,11 +81,17 @@ def load_base(base: str, config) -> tuple[torch.nn.Module, set[str], str]:
         model, info = AutoModelForSequenceClassification.from_pretrained(
             path, config=config, ignore_mismatched_sizes=True, output_loading_info=True, dtype=torch.float32)
     lacks = set(info["missing_keys"]) | {k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]}
+    if folded:  # the untouched model's mean pooler starts as the identity (models/pooling.MeanPooler)
+        with torch.no_grad():
+            model.bert.pooler.dense.weight.copy_(torch.eye(config.hidden_size))
+            model.bert.pooler.dense.bias.zero_()
     return model, lacks, path
 
 
 def tuned_state(t: Tuned, base_path: str, config) -> dict[str, torch.Tensor]:
-    if t.adapter is None:
+    # A mean-pooling LoRA run's adapter was trained under a pooler the base checkpoint does not hold:
+    # its merged model/ (folded) is the whole truth.
+    if t.adapter is None or getattr(config, "tunesmith_pooling", None) == "mean":
         with quiet():
             m = AutoModelForSequenceClassification.from_pretrained(t.model_dir, dtype=torch.float32)
         return m.state_dict()

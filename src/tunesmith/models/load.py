@@ -44,8 +44,11 @@ def resolve_max_length(requested: int | None, config, tokenizer, model_name: str
     return requested
 
 
-def load_classifier(model_name: str, labels: list[str], task: str, dtype=torch.float32):
-    """Returns (model, tokenizer, path). Label names go into the config so pipelines show them."""
+def load_classifier(model_name: str, labels: list[str], task: str, dtype=torch.float32, pooling: str = "auto"):
+    """Returns (model, tokenizer, path). Label names go into the config so pipelines show them.
+
+    pooling "auto": the sentence vector the checkpoint declares (models/pooling.py); "native": the
+    architecture's own head input (BERT: the [CLS] pooler)."""
     path = resolve(model_name)
     check_hub(path)
     config = AutoConfig.from_pretrained(path)
@@ -67,4 +70,8 @@ def load_classifier(model_name: str, labels: list[str], task: str, dtype=torch.f
                                  f"sequence classification: {str(e).splitlines()[0]}") from None
         finally:
             logging.getLogger("transformers").setLevel(prev)
+    from tunesmith.models.pooling import install
+
+    if pooling == "auto":
+        install(model, path)  # the sentence vector the checkpoint was trained for (models/pooling.py)
     return model, tok, path

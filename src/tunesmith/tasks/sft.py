@@ -15,7 +15,8 @@ import torch
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate import sft_eval
 from tunesmith.evaluate.bootstrap import paired_mean_diff
-from tunesmith.run import Run, default_out, open_run, prepare_out, versions, write_json, write_recipe
+from tunesmith.run import (Run, artifact, check_out, check_resume, default_out, is_finished, open_run, prepare_out,
+                           save_model, versions, write_json, write_recipe)
 from tunesmith.tasks.sft_data import encode, load_conversations, pack, render_prompt, split
 from tunesmith.train.precision import use_bf16
 from tunesmith.train.sft_loop import fit_sft, response_loss
@@ -133,10 +134,17 @@ def verdict(m: dict) -> str:
     return f"verdict: {head}. " + "; ".join(parts) + "."
 
 
-def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -> Run:
+def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None, inputs=()) -> Run:
     on_event = on_event or (lambda *a, **k: None)
     t_start = time.perf_counter()
     recipe = recipe.model_copy(update={k: v for k, v in SFT_DEFAULTS.items() if k not in recipe.model_fields_set})
+    out = Path(recipe.out) if recipe.out else default_out(recipe.train)
+    check_out(out, overwrite, resume, inputs)  # before the data's and the model's slow work
+    if resume:
+        check_resume(out, recipe)  # data and training settings: before anything of the run is rewritten
+        if is_finished(out):
+            _say(on_event, f"{out}: the run is already finished, nothing to resume (--overwrite trains it again)")
+            return open_run(out)
     convs, fmt, skipped = load_conversations(recipe.train, recipe.prompt_column, recipe.response_column)
     _say(on_event, f"instruction format: {fmt} ({len(convs)} rows of {recipe.train})")
     for why, n in skipped.items():
@@ -164,14 +172,13 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
         train = pack(train, recipe.max_length)
         _say(on_event, f"packing: {len(train)} examples into {len(train.units)} rows of ≤{recipe.max_length} tokens")
 
-    out = Path(recipe.out) if recipe.out else default_out(recipe.train)
     recipe = recipe.model_copy(update={"out": str(out), "task": "sft"})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     bf16 = use_bf16(recipe.bf16, device)
-    prepare_out(out, overwrite, resume)
-    from tunesmith.api import _fingerprints
+    prepare_out(out, overwrite, resume, inputs)
+    from tunesmith.run import fingerprints
 
-    provenance = {"versions": versions(), "data": _fingerprints(recipe), "model_path": model_path,
+    provenance = {"versions": versions(), "data": fingerprints(recipe), "model_path": model_path,
                   "device": device.type, "bf16": bf16, "format": fmt,
                   "rows": {"train": len(train), "validation": len(val) if val else 0, "test": len(test)}}
     write_recipe(out, recipe, provenance)
@@ -184,7 +191,7 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
         retention, cut = sft_eval.text_data(tok, sft_eval.read_texts(recipe.retention_data), recipe.max_length)
         if cut:
             _say(on_event, f"retention: {cut} texts cut to --max-length {recipe.max_length} tokens")
-    ckpt = out / "checkpoint"
+    ckpt = artifact(out, "checkpoint")
     ckpt.mkdir(exist_ok=True)
     before_file = ckpt / "before.json"
     if resume and before_file.exists():
@@ -207,11 +214,9 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
     if recipe.gradient_checkpointing:
         model.gradient_checkpointing_disable()
     if hasattr(model, "merge_and_unload"):  # the adapter first: merging unloads the LoRA layers
-        model.save_pretrained(out / "adapter")
-        tok.save_pretrained(out / "adapter")
+        save_model(model, tok, artifact(out, "adapter"))
     merged = model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
-    merged.save_pretrained(out / "model")
-    tok.save_pretrained(out / "model")
+    save_model(merged, tok, artifact(out, "model"))  # a temporary folder renamed into place: whole or absent
 
     _say(on_event, "evaluating the tuned model")
     after = evaluate_model(merged, tok, recipe, test, test_convs, device, bf16, retention)
@@ -234,10 +239,12 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None) -
                "train_tokens_per_second": round(result.train_tokens / max(result.train_seconds, 1e-9), 1),
                "wall_seconds": round(time.perf_counter() - t_start, 3)}
     metrics["verdict"] = verdict(metrics)
-    write_json(out / "metrics.json", metrics)
+    write_json(artifact(out, "metrics.json"), metrics)
+    from tunesmith.api import finish
     from tunesmith.report import write_report
 
     write_report(out)
+    finish(out, recipe, on_event)
     on_event("done", out=str(out), test=metrics["test"])
     return Run(out, metrics, recipe.model_dump(mode="json"))
 

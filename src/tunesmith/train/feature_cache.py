@@ -192,11 +192,16 @@ class Replay:
         self.direct = head is not None
         if head is not None:
             self.head = head[1]
-            self.rows = torch.from_numpy(heads.token_rows(head[0], ids, feats.offsets.numpy(), pad_id))
+            if head[0] == "mean":  # the pooler's input is one vector per example: made once, read by index
+                self.table = heads.sentence_rows(self.model, feats.flat, feats.offsets.numpy())
+                self.rows = torch.arange(len(ids))
+            else:
+                self.table = feats.flat
+                self.rows = torch.from_numpy(heads.token_rows(head[0], ids, feats.offsets.numpy(), pad_id))
 
     def logits(self, idx) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        return self.head(self.feats.flat.index_select(0, self.rows[idx]).to(device))
+        return self.head(self.table.index_select(0, self.rows[idx]).to(device))
 
     def select(self, idx) -> None:
         self.idx = idx

@@ -15,7 +15,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-# model_type -> builder(model) -> (which token the head reads: "first" | "last", head(hidden) -> logits)
+# model_type -> builder(model) -> (what the head reads: "first" | "last" token, or "mean": the pooler's sentence
+# vector, made once per example by sentence_rows; head(hidden) -> logits)
 Head = tuple[str, Callable[[torch.Tensor], torch.Tensor]]
 
 
@@ -23,7 +24,9 @@ def _bert(model) -> Head | None:
     pooler = model.bert.pooler
     if pooler is None:
         return None
-    return "first", lambda h: model.classifier(model.dropout(pooler.activation(pooler.dense(h))))
+    # A mean pooler (models/pooling.py) reads every token: the cache hands over its sentence vector.
+    which = "mean" if hasattr(pooler, "sentence") else "first"
+    return which, lambda h: model.classifier(model.dropout(pooler.activation(pooler.dense(h))))
 
 
 def _roberta(model) -> Head:
@@ -72,3 +75,16 @@ def token_rows(which: str, ids: list[list[int]], offsets, pad_id: int | None):
             j -= 1
         last[i] = j
     return offsets[:-1] + last
+
+
+def sentence_rows(model, flat: torch.Tensor, offsets) -> torch.Tensor:
+    """Per example, the mean pooler's sentence vector (models/pooling.py) from the flat feature table."""
+    offsets = torch.as_tensor(np.asarray(offsets), dtype=torch.long)
+    lens = offsets[1:] - offsets[:-1]
+    seg = torch.repeat_interleave(torch.arange(len(lens)), lens)
+    sums = torch.zeros(len(lens), flat.shape[1], dtype=torch.float32).index_add_(0, seg, flat.float())
+    mean = sums / lens.clamp(min=1).unsqueeze(1).float()
+    from tunesmith.models.pooling import C
+
+    x = mean + flat[offsets[:-1]].float() / C
+    return torch.nn.functional.layer_norm(x, x.shape[-1:], eps=model.bert.pooler.eps)

@@ -25,7 +25,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
 from tunesmith.train import cpu_malloc, distributed, fast_dropout, feature_cache, heads, master_weights
 from tunesmith.train.batching import collate, epoch_batches
-from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
+from tunesmith.train.checkpoint import (atomic_save, load_resume, load_trainable, load_weights, save_resume,
+                                       trainable_state)
 from tunesmith.train.optim import lazy_embeddings, optimizer_and_schedule, optimizer_step
 from tunesmith.train.precision import autocast
 from tunesmith.train.strategies import frozen_layers
@@ -69,6 +70,16 @@ def track_best(st: dict, score: float, higher_is_better: bool, patience: int, ep
     if patience and st["bad_epochs"] >= patience:
         st["stopped_early"] = True
     return False
+
+
+def decides(n_val: int, n_classes: int) -> bool:
+    """Whether validation is large enough to choose an epoch: at least 10 rows a class and 300 in all.
+
+    Below that, accuracy's standard error (~1.7 points at 300 rows and 90%) is as large as the gap
+    between epochs: on 60 rows of 20 intents the "best" epoch moved by a point either way from seed to
+    seed. Then the last epoch is kept (what the Hugging Face Trainer does by default) and validation
+    still scores each epoch and fits the temperature."""
+    return n_val >= max(300, 10 * n_classes)
 
 
 def _frozen_k(model, recipe) -> int:
@@ -148,6 +159,11 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
     opt, sched = optimizer_and_schedule(model, recipe, device, total_steps)
     params = [p for p in model.parameters() if p.requires_grad]
     higher_is_better = recipe.metric != "loss"
+    n_classes = train.targets.shape[1] if train.targets.ndim == 2 else int(train.targets.max()) + 1
+    choose = val is not None and decides(len(val), n_classes)
+    if val is not None and len(val) and not choose:
+        on_event("info", message=f"validation has {len(val)} rows: too few to choose an epoch "
+                                 f"(needs {max(300, 10 * n_classes)}); the last epoch is kept")
     st = {"epoch": 0, "batch": 0, "history": [], "best_metric": None, "best_epoch": None,
           "bad_epochs": 0, "train_seconds": 0.0, "train_samples": 0, "stopped_early": False}
 
@@ -240,7 +256,7 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
                                              replay=replay_val)
                 record.update({"val_loss": vloss, **{f"val_{n}": v for n, v in m.items() if n != "n"}})
                 score = vloss if recipe.metric == "loss" else m[recipe.metric]
-                if track_best(st, score, higher_is_better, recipe.patience, epoch) and main:
+                if choose and track_best(st, score, higher_is_better, recipe.patience, epoch) and main:
                     atomic_save(trainable_state(model), best_path)
             st["history"].append(record)
             st["epoch"], st["batch"] = epoch + 1, 0
@@ -250,6 +266,6 @@ def _fit(model, task, train, val, recipe, *, pad_id, device, bf16, ckpt_dir, res
     if acc is not None:
         acc.wait_for_everyone()  # rank 0 has written best.pt
     if best_path.exists() and st["best_epoch"] is not None:
-        load_trainable(model, torch.load(best_path, weights_only=False))
+        load_trainable(model, load_weights(best_path))
     return FitResult(st["history"], st["best_epoch"], st["best_metric"], st["train_seconds"],
                      st["train_samples"], st["stopped_early"])

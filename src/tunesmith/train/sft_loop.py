@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from tunesmith.tasks.sft_data import IGNORE, SFTData
 from tunesmith.train import cpu_malloc, fast_dropout
 from tunesmith.train.batching import epoch_batches, inference_batches
-from tunesmith.train.checkpoint import atomic_save, load_resume, load_trainable, save_resume, trainable_state
+from tunesmith.train.checkpoint import (atomic_save, load_resume, load_trainable, load_weights, save_resume,
+                                       trainable_state)
 from tunesmith.train.loop import FitResult, Interrupted, _StopFlag, track_best
 from tunesmith.train.optim import optimizer_and_schedule, optimizer_step
 from tunesmith.train.precision import autocast
@@ -162,6 +163,6 @@ def fit_sft(model, train: SFTData, val: SFTData | None, recipe, *, pad_id: int, 
             on_event("epoch_end", **record)
 
     if best_path.exists() and st["best_epoch"] is not None:
-        load_trainable(model, torch.load(best_path, weights_only=False))
+        load_trainable(model, load_weights(best_path))
     return FitResult(st["history"], st["best_epoch"], st["best_metric"], st["train_seconds"],
                      st["train_samples"], st["stopped_early"], st["train_tokens"])

@@ -20,14 +20,15 @@ from datetime import datetime
 from pathlib import Path
 
 import optuna
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, field_serializer
 from rich.console import Console
 from rich.live import Live
 
 from tunesmith import api
 from tunesmith.config import make_recipe
 from tunesmith.errors import TunesmithError
-from tunesmith.run import MARKER
+from tunesmith.redact import redact_url
+from tunesmith.run import MARKER, RECIPE, check_out, discard, reopen
 from tunesmith.train.loop import Interrupted
 from tunesmith.tune import board
 from tunesmith.tune.objective import HOST, Objective
@@ -35,6 +36,7 @@ from tunesmith.tune.space import first_guesses, load_space
 from tunesmith.tune.study import fail_dead_local_trials, finished, open_study, storage_for
 
 ARGS = "tune_args.json"
+STORAGE_ENV = "TUNESMITH_STORAGE"  # the whole --storage URL; workers get the real one this way, not from ARGS
 HEAVY = ("model", "adapter", "checkpoint")
 
 
@@ -46,11 +48,15 @@ class TuneArgs(BaseModel):
     trials: int | None = None
     metric: str | None = None
     out: str
-    storage: str | None = None
+    storage: str | None = Field(None, repr=False)  # may hold a password: see _hide_password
     study: str = "tunesmith"
     workers: int = 1
     config: str | None = None
     deadline: float | None = None  # set once per command; workers share it
+
+    @field_serializer("storage")
+    def _hide_password(self, url):  # tune_args.json and any other dump: never the password
+        return redact_url(url)
 
 
 def parse_time(text: str | None) -> float | None:
@@ -180,7 +186,9 @@ def tune(args: TuneArgs, console: Console, on_event=None) -> dict:
 def _run_workers(args: TuneArgs, out: Path) -> None:
     cfg = out / ARGS
     cfg.write_text(args.model_dump_json(indent=2))
-    procs = [subprocess.Popen([sys.executable, "-m", "tunesmith.tune.worker", str(cfg)]) for _ in range(args.workers)]
+    env = {**os.environ, **({STORAGE_ENV: args.storage} if args.storage else {})}  # cfg holds it redacted
+    procs = [subprocess.Popen([sys.executable, "-m", "tunesmith.tune.worker", str(cfg)], env=env)
+             for _ in range(args.workers)]
     try:
         for p in procs:
             p.wait()
@@ -222,16 +230,18 @@ def final_run(best, base, dest: Path, on_event=None) -> dict:
     finished training (no epoch runs again) so only the test measurement is new; else train it again."""
     src = Path(best.user_attrs.get("run", ""))
     if dest.exists():
-        if not (dest / MARKER).exists():
-            raise TunesmithError(f"{dest}: exists and is not a run folder; move it away")
-        shutil.rmtree(dest)
+        check_out(dest, overwrite=True, resume=False)  # a run folder holding nothing but its own files
+        discard(dest)
     # epochs: a trial cut by the budget counts as the epochs it finished; resuming then trains no more
     settings = {"test": base.test, "out": str(dest), "baselines": base.baselines, "audit": base.audit,
                 "epochs": best.user_attrs["settings"]["epochs"]}
     here = best.user_attrs.get("host") == HOST and src.resolve().is_relative_to(dest.parent.resolve())
     if here and (src / "checkpoint" / "last.pt").exists():
         shutil.move(str(src), dest)
-        run = api.train(base.train, config=str(dest / MARKER), resume=True, on_event=on_event, **settings)
+        # The finished trial becomes a run to finish: with the test file and the epochs it completed recorded,
+        # --resume's checks of data and settings pass, and no epoch runs again.
+        reopen(dest, test=base.test, epochs=settings["epochs"])
+        run = api.train(base.train, config=str(dest / RECIPE), resume=True, on_event=on_event, **settings)
     else:  # the winner ran on another machine: same recipe, same seed, here
         recipe = base.model_dump(exclude={"train", "out"})
         recipe.update(best.user_attrs["settings"], **settings)

@@ -11,6 +11,7 @@ import optuna
 from optuna.trial import TrialState
 
 from tunesmith.errors import TunesmithError
+from tunesmith.redact import redact_url, scrub
 from tunesmith.tune.space import TuneSpace
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -25,17 +26,41 @@ def storage_for(url: str | None, out, space: TuneSpace):
         path = str(out / "study.journal")
         # The open-lock works on file systems without symlinks too (the default lock needs them).
         return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+    shown = redact_url(url)  # the URL as every message shows it: never its password
     if not url.startswith(("postgresql", "mysql", "sqlite")):
-        raise TunesmithError(f"--storage {url}: use postgresql://user:password@host/db (or mysql://, sqlite:///)")
+        raise TunesmithError(f"--storage {shown}: use postgresql://user@host/db with the password in PGPASSWORD "
+                             f"or ~/.pgpass (or mysql://, sqlite:///)")
+    head, _, tail = url.partition("://")[2].rpartition("@")[0].partition("@")
+    if tail and ":" in head and not any(c in tail for c in "/?"):
+        # user:p@ss@host: SQLAlchemy would cut the password at its first '@' and try the rest as the host name.
+        raise TunesmithError(f"--storage {shown}: the password holds an '@'; write it %40, or better, leave it "
+                             f"out of the URL and set PGPASSWORD or ~/.pgpass")
     try:
-        return optuna.storages.RDBStorage(rdb_url(url), heartbeat_interval=space.heartbeat_seconds,
+        # Optuna fills the URL in with str.format: braces in a password must reach it doubled.
+        escaped = rdb_url(url).replace("{", "{{").replace("}", "}}")
+        return optuna.storages.RDBStorage(escaped, heartbeat_interval=space.heartbeat_seconds,
                                           grace_period=2 * space.heartbeat_seconds,
                                           engine_kwargs={"pool_pre_ping": True})
     except ImportError:
         raise TunesmithError(f"--storage {url.split(':')[0]}: its database driver is not installed "
                              f"(PostgreSQL: pip install psycopg2-binary)") from None
-    except Exception as e:  # sqlalchemy raises many kinds; the user needs the one line
-        raise TunesmithError(f"--storage {url.split('@')[-1]}: cannot open ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # sqlalchemy raises many kinds, and may quote the URL: the user gets one clean line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        hint = ("; set the password in PGPASSWORD or ~/.pgpass (or the whole URL in TUNESMITH_STORAGE)"
+                if "password" in first.lower() else "")
+        raise TunesmithError(scrub(f"--storage {shown}: cannot open ({first}){hint}", url, rdb_url(url))) from None
+
+
+def storage_error(e: BaseException, url: str | None) -> TunesmithError | None:
+    """A database failure during the study (connection lost, server gone) as one line without the password;
+    None when `e` is not one. Exit code 1: the input was fine."""
+    if not url or type(e).__module__.split(".")[0] not in ("sqlalchemy", "psycopg2", "psycopg", "pymysql", "MySQLdb"):
+        return None
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    err = TunesmithError(scrub(f"--storage {redact_url(url)}: the database failed during the study ({first}); "
+                               f"run the same command again to resume", url, rdb_url(url)))
+    err.exit_code = 1
+    return err
 
 
 def rdb_url(url: str) -> str:

@@ -12,10 +12,12 @@ from tunesmith.train.loop import Interrupted
 
 
 def main(path: str) -> int:
-    from tunesmith.tune.search import TuneArgs, work
+    from tunesmith.tune.search import STORAGE_ENV, TuneArgs, work
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = TuneArgs.model_validate_json(Path(path).read_text())
+    if args.storage:  # the file holds the URL redacted; the parent passed the real one in the environment
+        args = args.model_copy(update={"storage": os.environ.get(STORAGE_ENV, args.storage)})
     try:
         # On a terminal the parent draws the live table; per-trial lines would tear it.
         work(args, None if sys.stderr.isatty() else Console(stderr=True))
@@ -24,6 +26,14 @@ def main(path: str) -> int:
     except TunesmithError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except Exception as e:
+        from tunesmith.tune.study import storage_error
+
+        err = storage_error(e, args.storage)  # its text may quote the URL: one scrubbed line instead
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
     return 0
 
 
