@@ -114,8 +114,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)
     if main:
         check_out(out, overwrite, resume, command_inputs(recipe, config))  # before the data's, audit's, model's work
-        if resume:
-            check_resume(out, recipe)  # data and training settings: before anything of the run is rewritten
+    if resume:  # every rank: the run's own settings come back with it (read only)
+        recipe = check_resume(out, recipe)  # data and settings: before anything of the run is rewritten
     if resume and is_finished(out):  # every --nproc rank stops here alike
         _say(on_event, f"{out}: the run is already finished, nothing to resume (--overwrite trains it again)")
         return open_run(out) if main else Run(out, {}, {})

@@ -44,6 +44,8 @@ TRAINING_FIELDS = ("task", "text_column", "label_column", "val_fraction", "test_
                    "response_column", "train_on_prompt", "overflow", "packing")
 RESOLVED_LATER = {"task": "auto", "text_column": None, "label_column": None, "max_length": None, "lr": None,
                   "prompt_column": None, "response_column": None}  # "not given" here: the run decided it
+# What a run recorded before these settings existed trained as: the old [CLS] pooler and a random head.
+LEGACY = {"pooling": "native", "head_init": "random"}
 BIG_CHECKPOINT_FILES = ("last.pt", "best.pt")
 
 
@@ -221,9 +223,11 @@ def check_resumable(out: Path) -> None:
     check_out(Path(out), overwrite=False, resume=True)
 
 
-def check_resume(out: Path, recipe) -> None:
+def check_resume(out: Path, recipe):
     """--resume: the data (sha256) and the settings that change training must be the run's, else one line
-    naming what differs. Reads only; nothing of the run is rewritten before this passes."""
+    naming what differs. Reads only; nothing of the run is rewritten before this passes. Returns the recipe
+    with the run's own values for what this command left to be decided (RESOLVED_LATER) and for settings
+    the run's recipe.yaml predates (LEGACY), so the resumed run trains as it started."""
     out = Path(out)
     try:
         doc = yaml.safe_load((out / RECIPE).read_text()) or {}
@@ -232,13 +236,18 @@ def check_resume(out: Path, recipe) -> None:
                              f"again with --overwrite") from None
     was, data = doc.get("recipe") or {}, (doc.get("provenance") or {}).get("data") or {}
     now = recipe.model_dump(mode="json")
-    diffs = []
+    diffs, adopt = [], {}
     for f in TRAINING_FIELDS:
-        if f not in now or now[f] == was.get(f, now[f]):
+        if f not in now:
             continue
-        if f in RESOLVED_LATER and now[f] == RESOLVED_LATER[f]:
+        old = was[f] if f in was else LEGACY.get(f, now[f])
+        if (f in RESOLVED_LATER and now[f] == RESOLVED_LATER[f]) or (f in LEGACY and f not in was
+                                                                     and f not in recipe.model_fields_set):
+            if old is not None and old != now[f]:
+                adopt[f] = old  # not given by this command: the run's own value
             continue
-        diffs.append(f"{f} {now[f]} (the run's: {was.get(f)})")
+        if now[f] != old:
+            diffs.append(f"{f} {now[f]} (the run's: {old})")
     from tunesmith.data.io import fingerprint
 
     for key, what in {"train": "train data", "test": "test data", "retention_data": "retention data"}.items():
@@ -259,6 +268,7 @@ def check_resume(out: Path, recipe) -> None:
         raise TunesmithError(f"{out}: --resume with other data or settings than the run's: {'; '.join(diffs)}; "
                              f"resume with the run's own (`tunesmith train --resume --out {out}`) or start a new "
                              f"run with another --out")
+    return recipe.model_copy(update=adopt) if adopt else recipe
 
 
 def fingerprints(recipe) -> dict:

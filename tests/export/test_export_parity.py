@@ -63,3 +63,14 @@ def test_refuses_to_clobber(tiny_run, tmp_path):
     assert (keep / "notes.txt").exists()
     with pytest.raises(TunesmithError, match="only int8 with --format onnx"):
         export_run(tiny_run.path, "hf", quantize="int8", out=tmp_path / "q")
+
+
+def test_overwrite_keeps_what_the_user_put_beside_an_export(tiny_run, tmp_path):
+    out = tmp_path / "exp"
+    export_run(tiny_run.path, "hf", out=out)
+    (out / "Dockerfile").write_text("FROM scratch\n")
+    with pytest.raises(TunesmithError, match="Dockerfile"):
+        export_run(tiny_run.path, "hf", out=out, overwrite=True)
+    assert (out / "Dockerfile").read_text() == "FROM scratch\n"
+    (out / "Dockerfile").unlink()
+    assert export_run(tiny_run.path, "hf", out=out, overwrite=True)["parity"]["n"] > 0  # its own files: replaced

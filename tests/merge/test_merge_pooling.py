@@ -4,6 +4,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import tunesmith
+from tunesmith.errors import TunesmithError
 from tunesmith.merge.run import merge
 from tunesmith.merge.spec import from_flags
 from tunesmith.train.batching import collate
@@ -20,7 +21,7 @@ def _logits(folder):
         return m(**collate(tok(TEXTS)["input_ids"], tok.pad_token_id)).logits
 
 
-def test_mean_pooling_run_merges_with_its_base(tiny_mean_bert, tmp_path):
+def test_mean_pooling_run_merges_with_its_base(tiny_mean_bert, tiny_run, tmp_path):
     data = write_csv(tmp_path / "toy.csv", toy_rows())
     run = tunesmith.train(str(data), model=str(tiny_mean_bert), epochs=1, lr=1e-3, batch_size=16, seed=0,
                           out=str(tmp_path / "run"), audit=False, baselines=False)
@@ -33,3 +34,8 @@ def test_mean_pooling_run_merges_with_its_base(tiny_mean_bert, tmp_path):
                       eval_data=str(data))
     torch.testing.assert_close(_logits(all_tuned.model_dir), _logits(run.model_dir), atol=1e-4, rtol=1e-4)
     assert (merged.path / "model" / "config.json").exists()
+    # with a run whose head reads the first token instead: refused, nothing written
+    with pytest.raises(TunesmithError, match="one pooling"):
+        merge(from_flags("linear", str(tiny_mean_bert), [str(run.path), str(tiny_run.path)]), tmp_path / "mix",
+              weights=[0.5], eval_data=str(data))
+    assert not (tmp_path / "mix").exists()

@@ -64,3 +64,19 @@ def test_fit_is_sklearns_logistic_regression():
     ref = LogisticRegression(C=probe_init.C / spread, max_iter=5000, tol=1e-10).fit(X.numpy(), y.numpy())
     ours = torch.softmax(X.double() @ W.T + b, -1).numpy()
     assert abs(ours - ref.predict_proba(X.numpy())).max() < 1e-3
+
+
+def test_multilabel_fit_is_one_binary_probe_per_label():
+    """Summed over labels, each label is penalised as a lone binary logistic regression would be."""
+    from sklearn.linear_model import LogisticRegression
+
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(80, 5, generator=g)
+    Y = torch.stack([(X[:, 0] > 0), (X[:, 1] + X[:, 2] > 0.3)], 1).float()
+    task = MultiLabel(["a", "b"])
+    W, b = probe_init.fit(X, Y, lambda z, t: task.loss(z, t) * 2, 2)
+    spread = float((X - X.mean(0)).pow(2).sum(1).mean())
+    for j in range(2):
+        ref = LogisticRegression(C=probe_init.C / spread, max_iter=5000, tol=1e-10).fit(X.numpy(), Y[:, j].numpy())
+        ours = torch.sigmoid(X.double() @ W[j] + b[j]).numpy()
+        assert abs(ours - ref.predict_proba(X.numpy())[:, 1]).max() < 2e-3

@@ -2,6 +2,7 @@
 where predict(texts) -> probabilities; every export is checked against PyTorch before it is kept."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,14 @@ def export_run(run_path, format: str = "onnx", *, quantize: str | None = None, o
             raise TunesmithError(f"{out}: already exists; pass --overwrite or choose another --out")
         if out.is_symlink() or not (out / parity.MANIFEST).exists():
             raise TunesmithError(f"{out}: exists and is not a tunesmith export; refusing to delete it")
+        try:
+            own = set(json.loads((out / parity.MANIFEST).read_text()).get("files") or []) | {parity.MANIFEST}
+        except (OSError, ValueError, AttributeError):
+            own = {parity.MANIFEST}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+        if foreign:  # --overwrite replaces the export's own files, never what the user put beside them
+            raise TunesmithError(f"{out}: holds {', '.join(foreign[:3])}, which the export did not write; "
+                                 f"refusing to delete it: move it away or choose another --out")
     # Built in a temporary folder and renamed into place when it passed: a killed or failed export never
     # leaves a partial model.onnx under the final name, and its leftovers (tunesmith's temporary names
     # only) are cleared by the next export.

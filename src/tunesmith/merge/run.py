@@ -55,11 +55,15 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
         if _labels(c) != labels:
             raise TunesmithError(f"{t.source}: its labels differ from {tuned[0].source}'s; merged models must "
                                  f"share one label set (same training labels)")
+    pooled = {getattr(c, "tunesmith_pooling", None) for c in configs}
+    if len(pooled) > 1:  # a folded mean-pooling layer in some but not all: their heads read other vectors
+        raise TunesmithError(f"{', '.join(t.source for t in tuned)}: some read the mean of the tokens and some "
+                             f"the first token (--pooling auto vs native); merge runs trained with one pooling")
     model, lacks, base_path = models.load_base(spec.base, configs[0])
     base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
     tuned_sds = []
     for t in tuned:
-        sd = models.tuned_state(t, base_path, configs[0])
+        sd = models.tuned_state(t, base_path, configs[0])  # one pooling for all (checked above)
         models.check_same(base_sd, sd, lacks, t.source)
         tuned_sds.append(sd)
     say(f"merging {len(tuned)} tuned model(s) into {spec.base} with {spec.method}"

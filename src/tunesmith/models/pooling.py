@@ -62,13 +62,14 @@ class MeanPooler(nn.Module):
             self.dense.bias.zero_()
 
     def sentence(self, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        h = hidden.float()  # sums and counts in fp32: bf16 counts are exact only up to 256 tokens
         if mask is None:
-            mean = hidden.mean(1)
+            mean = h.mean(1)
         else:
-            m = mask.to(hidden.dtype).unsqueeze(-1)
-            mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-        x = mean + hidden[:, 0] / C
-        return F.layer_norm(x.float(), x.shape[-1:], eps=self.eps).to(hidden.dtype)
+            m = mask.to(h.dtype).unsqueeze(-1)
+            mean = (h * m).sum(1) / m.sum(1).clamp(min=1)
+        x = mean + h[:, 0] / C
+        return F.layer_norm(x, x.shape[-1:], eps=self.eps).to(hidden.dtype)
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(self.sentence(hidden_states, self.mask)))

@@ -137,11 +137,12 @@ def verdict(m: dict) -> str:
 def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None, inputs=()) -> Run:
     on_event = on_event or (lambda *a, **k: None)
     t_start = time.perf_counter()
-    recipe = recipe.model_copy(update={k: v for k, v in SFT_DEFAULTS.items() if k not in recipe.model_fields_set})
+    recipe = recipe.model_copy(update={k: v for k, v in SFT_DEFAULTS.items()
+                                       if k not in recipe.model_fields_set or getattr(recipe, k) is None})
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)
     check_out(out, overwrite, resume, inputs)  # before the data's and the model's slow work
     if resume:
-        check_resume(out, recipe)  # data and training settings: before anything of the run is rewritten
+        recipe = check_resume(out, recipe)  # data and training settings: before anything of the run is rewritten
         if is_finished(out):
             _say(on_event, f"{out}: the run is already finished, nothing to resume (--overwrite trains it again)")
             return open_run(out)

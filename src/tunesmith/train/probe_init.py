@@ -100,7 +100,10 @@ def init_head(model, task, ids, targets, pad_id, bf16: bool, device, fitted=None
     if fitted is None:
         model.to(device)
         X = head_inputs(model, lin, ids, pad_id, bf16, device)
-        fitted = fit(X, targets, lambda z, t: task.loss(z, t), lin.out_features)
+        # Multi-label losses average over labels too: summed over them, each label's probe is penalised as
+        # a lone binary probe would be (the same C per label as the baselines' one-vs-rest probe).
+        per_label = lin.out_features if targets.ndim == 2 else 1
+        fitted = fit(X, targets, lambda z, t: task.loss(z, t) * per_label, lin.out_features)
     W, b = fitted
     with torch.no_grad():
         lin.weight.copy_(W.to(lin.weight.dtype))

@@ -105,8 +105,14 @@ class Objective:
                 raise optuna.TrialPruned("time budget reached") from None
             # The budget ended mid-trial: its finished epochs are a shorter run whose best epoch is in
             # checkpoint/best.pt, so it competes as a run of that many epochs (the first trial on a slow
-            # machine would otherwise leave nothing).
+            # machine would otherwise leave nothing). A validation set too small to choose an epoch
+            # (train/loop.decides) keeps the last one, and so does its score.
+            from tunesmith.train.loop import decides
+
             trial.set_user_attr("settings", {**s, "epochs": len(values)})
             trial.set_user_attr("stopped", f"time budget after {len(values)} epochs")
+            _, labels, _, val, _, _ = self.prepared
+            if not decides(len(val) if val is not None else 0, len(labels)):
+                return float(values[-1])
             return float(min(values) if self.key == "loss" else max(values))
         return float(run.metrics["validation"][self.key])
