@@ -18,8 +18,8 @@ from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import encode, predict_logits
 from tunesmith.models.load import load_classifier, load_tokenizer, resolve_max_length
 from tunesmith.run import (RECIPE, Run, artifact, check_out, check_resumable, check_resume, default_out,
-                           drop_checkpoints, fingerprints, is_finished, open_run, prepare_out, save_model, set_state,
-                           versions, write_json, write_recipe)
+                           fingerprints, finish, is_finished, open_run, prepare_out, save_model, set_state, versions,
+                           write_json, write_recipe)
 from tunesmith.tasks import get_task
 from tunesmith.train import strategies
 from tunesmith.train.checkpoint import plain
@@ -252,17 +252,6 @@ def command_inputs(recipe, config=None) -> list:
     if recipe.model and Path(recipe.model).exists():  # a local model folder
         files.append(recipe.model)
     return [f for f in files if f]
-
-
-def finish(out: Path, recipe, on_event) -> None:
-    """Mark the run finished, then drop the big resume files unless keep_checkpoints (finished first: a kill
-    in between leaves a finished run with its checkpoint, never an unfinished one without it)."""
-    set_state(out, "finished")
-    if not recipe.keep_checkpoints:
-        gone, freed = drop_checkpoints(out)
-        if gone:
-            _say(on_event, f"deleted the finished run's resume state ({', '.join(gone)}: {freed / 2**20:.0f} MB); "
-                           f"--keep-checkpoints keeps it")
 
 
 def _read_baselines(path: Path) -> tuple[dict, dict]:

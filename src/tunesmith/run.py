@@ -303,6 +303,17 @@ def drop_checkpoints(out: Path) -> tuple[list[str], int]:
     return gone, freed
 
 
+def finish(out: Path, recipe, on_event) -> None:
+    """Mark the run finished, then drop the big resume files unless keep_checkpoints (finished first: a kill
+    in between leaves a finished run with its checkpoint, never an unfinished one without it)."""
+    set_state(out, "finished")
+    if not recipe.keep_checkpoints:
+        gone, freed = drop_checkpoints(out)
+        if gone:
+            on_event("info", message=f"deleted the finished run's resume state ({', '.join(gone)}: "
+                                     f"{freed / 2**20:.0f} MB); --keep-checkpoints keeps it")
+
+
 def save_model(model, tok, dest: Path) -> None:
     """save_pretrained into a temporary folder, renamed into place: `dest` is a whole model or absent."""
     dest = Path(dest)

@@ -241,7 +241,7 @@ def train_sft(recipe, resume=False, overwrite=False, on_event=None, stop=None, i
                "wall_seconds": round(time.perf_counter() - t_start, 3)}
     metrics["verdict"] = verdict(metrics)
     write_json(artifact(out, "metrics.json"), metrics)
-    from tunesmith.api import finish
+    from tunesmith.run import finish
     from tunesmith.report import write_report
 
     write_report(out)
