@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean bench
+.PHONY: demo test test-fast test-plain install clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -ra
+	$(MAKE) --no-print-directory test-plain
+
+# The integration tests again on the plain engine (TUNESMITH_ENGINE=plain: textbook torch, none of the CPU
+# speed-ups in src/tunesmith/accel/): what they check must not depend on those. ~2 min on 2 cores.
+test-plain: $(STAMP)
+	TUNESMITH_ENGINE=plain $(BIN)/python -m pytest -q -ra tests/core tests/sft tests/tasks tests/safety/test_safety_resume.py
 
 # The benchmarks' extra libraries (setfit, datasets, trl); run the benchmarks themselves by hand,
 # see README (benchmarks/bench_quality.py takes hours on 2 cores).

@@ -88,7 +88,7 @@ def _read(train: str, test: str):
 
 def _task(task: str, labels: list[str]):
     from tunesmith.tasks.classification import SingleLabel
-    from tunesmith.tasks.multilabel import MultiLabel
+    from tunesmith.tasks.classification import MultiLabel
 
     return (MultiLabel if task == "multilabel" else SingleLabel)(labels)
 

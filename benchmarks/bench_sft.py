@@ -24,7 +24,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "instructions" 
 
 
 def load_rows(n: int, max_length: int, tok):
-    from tunesmith.tasks.sft_data import encode, load_conversations
+    from tunesmith.tasks.sft.data import encode, load_conversations
 
     convs, _, _ = load_conversations(DATA)
     data, counts = encode(tok, convs[: n * 2], max_length, "drop")
@@ -38,8 +38,9 @@ def run_tunesmith(args, convs, data, bf16):
     import torch
 
     from tunesmith.config import make_recipe
-    from tunesmith.tasks.sft import apply_strategy, load_causal_lm
-    from tunesmith.train.sft_loop import fit_sft
+    from tunesmith.tasks.sft.run import apply_strategy, load_causal_lm
+    from tunesmith.tasks.sft.steps import SFTSteps
+    from tunesmith.train.loop import fit
 
     recipe = make_recipe(train=str(DATA), task="sft", strategy="lora", epochs=1, batch_size=args.batch_size,
                          lr=args.lr, max_length=args.max_length, lora_r=8, lora_alpha=16, lora_dropout=0.05,
@@ -49,8 +50,9 @@ def run_tunesmith(args, convs, data, bf16):
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        res = fit_sft(model, data, None, recipe, pad_id=tok.pad_token_id, device=torch.device("cpu"), bf16=bf16,
-                      ckpt_dir=Path(d))
+        cpu = torch.device("cpu")
+        steps = SFTSteps(data, None, recipe, tok.pad_token_id, bf16, cpu)
+        res = fit(model, steps, recipe, device=cpu, bf16=bf16, ckpt_dir=Path(d))
     return res.train_seconds, res.history[-1]["train_loss"]
 
 
@@ -98,7 +100,7 @@ def main():
 
     from tunesmith.models.load import load_tokenizer
     from tunesmith.models.registry import resolve
-    from tunesmith.train.precision import use_bf16
+    from tunesmith.accel.precision import use_bf16
 
     path = resolve(args.model)
     tok = load_tokenizer(path)

@@ -65,13 +65,14 @@ def run_hf_optuna(train: str, test: str, seconds: float, seed: int) -> dict:
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainerCallback, TrainingArguments)
 
-    from tunesmith.api import prepare_data
+    from tunesmith.pipeline import prepare_data
     from tunesmith.config import make_recipe
     from tunesmith.data.dataset import load_examples
     from tunesmith.models.registry import resolve
 
     recipe = make_recipe(train=train, test=test)
-    _, labels, tr, va, _, _ = prepare_data(recipe, with_test=False)  # the same validation rows as tunesmith
+    d = prepare_data(recipe, with_test=False)  # the same validation rows as tunesmith
+    labels, tr, va = d.labels, d.train, d.validation
     te = load_examples(test, "text", "label", "single_label").examples
     path = resolve("minilm")
     tok = AutoTokenizer.from_pretrained(path)

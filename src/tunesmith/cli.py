@@ -2,9 +2,13 @@
 from __future__ import annotations
 
 import errno
+import inspect
 import os
 import sys
+import types
+import typing
 import warnings
+from functools import update_wrapper
 from pathlib import Path
 from typing import Optional
 
@@ -13,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tunesmith.config import SECTIONS, Recipe, is_path, section_of
 from tunesmith.errors import TunesmithError
 
 # Deprecation notices from inside transformers/peft (e.g. `is_gradient_checkpointing` called by peft) say
@@ -48,8 +53,9 @@ class ProgressReporter:
                 self.progress.remove_task(self.task_id)
             self.task_id = self.progress.add_task("train", total=kw["batches"], completed=kw["done"],
                                                   epoch=kw["epoch"] + 1, loss=0.0, metric=self.metric)
-        elif kind == "step":
-            self.progress.update(self.task_id, completed=kw["batch"], loss=kw["loss"])
+        elif kind == "step":  # loss only every few steps (train/loop.py LOG_EVERY): the last one shows between
+            loss = {} if kw.get("loss") is None else {"loss": kw["loss"]}
+            self.progress.update(self.task_id, completed=kw["batch"], **loss)
         elif kind == "epoch_end":
             val = {k: v for k, v in kw.items() if k.startswith("val_") and k != "val_loss"}
             self.metric = "  ".join(f"{k[4:]} {v:.4f}" for k, v in list(val.items())[:2])
@@ -67,6 +73,17 @@ class ProgressReporter:
             self.task_id = None
 
 
+ENGINE_HELP = "auto (CPU speed-ups on CPU) | plain (textbook torch everywhere); sets TUNESMITH_ENGINE"
+
+
+def use_engine(engine: Optional[str]) -> None:
+    """--engine: through the environment, so --nproc and tune's worker processes run the same engine."""
+    if engine is not None:
+        from tunesmith.accel import ENV, engine_name
+
+        os.environ[ENV] = engine_name(engine)
+
+
 def metrics_table(title: str, rows: dict[str, dict], cols=("accuracy", "macro_f1")) -> Table:
     t = Table(title=title)
     t.add_column("model")
@@ -77,72 +94,89 @@ def metrics_table(title: str, rows: dict[str, dict], cols=("accuracy", "macro_f1
     return t
 
 
+def _task_help() -> str:
+    from tunesmith.tasks import REGISTRY  # the names only: a task's module loads when the task is used
+
+    return " | ".join(["auto", *REGISTRY])
+
+
+# Help texts that cannot live in the Recipe: they are computed when the command is built.
+DYNAMIC_HELP = {"task": _task_help}
+
+
+def _flag_type(name: str, annotation) -> type:
+    """The command-line type of a Recipe field: Optional and Literal taken off (a Literal stays text, so a bad
+    value gets the recipe's one-line error naming the field), and Path for a file or folder."""
+    if is_path(name):
+        return Path
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) != 1:
+            raise TypeError(f"Recipe.{name}: no command-line type for {annotation}")
+        annotation = args[0]
+    if typing.get_origin(annotation) is typing.Literal:
+        return type(typing.get_args(annotation)[0])
+    return annotation
+
+
+def recipe_options(skip: tuple[str, ...] = ()):
+    """Decorator: one option per Recipe field but `skip`, from the Recipe's own list (config.setting: the
+    section is the --help panel, the description the help). Each is Optional with default None, so a flag not
+    given leaves a --config file's value alone; a bool field is a --x/--no-x switch; a path field is read as a
+    Path. The command gets the flags given as one dict, its keyword `settings` (paths as str), for api.train."""
+    order = list(SECTIONS)
+    names = sorted((n for n in Recipe.model_fields if n not in skip), key=lambda n: order.index(section_of(n)))
+
+    def decorate(fn):
+        hints = typing.get_type_hints(fn)
+        own = [p.replace(annotation=hints.get(p.name, p.annotation))
+               for p in inspect.signature(fn).parameters.values() if p.name != "settings"]
+        clash = {p.name for p in own} & set(names)
+        if clash:
+            raise TypeError(f"{fn.__name__}: {sorted(clash)} are Recipe fields, which recipe_options adds")
+        flags = []
+        for name in names:
+            field = Recipe.model_fields[name]
+            help_ = DYNAMIC_HELP[name]() if name in DYNAMIC_HELP else field.description
+            flags.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
+                                           annotation=Optional[_flag_type(name, field.annotation)],
+                                           default=typer.Option(None, help=help_,
+                                                                rich_help_panel=SECTIONS[section_of(name)])))
+
+        def command(**kwargs):
+            given = {n: kwargs.pop(n) for n in names}
+            settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in given.items() if v is not None}
+            return fn(**kwargs, settings=settings)
+
+        update_wrapper(command, fn)  # name and docstring: typer's command name and help
+        del command.__wrapped__
+        command.__signature__ = inspect.Signature(own + flags)  # what typer reads
+        command.__annotations__ = {p.name: p.annotation for p in own + flags}
+        return command
+
+    return decorate
+
+
 @app.command()
+@recipe_options(skip=("train",))
 def train(
-    data: Optional[Path] = typer.Argument(None, help="training data: CSV, TSV, JSONL or Parquet"),
-    test: Optional[Path] = typer.Option(None, help="test data; without it a stratified split is held out"),
-    model: Optional[str] = typer.Option(None, help="built-in name (minilm, mpnet, smollm2), local folder or hub id"),
-    strategy: Optional[str] = typer.Option(None, help="full | head | freeze:K | lora"),
-    task: Optional[str] = typer.Option(None, help="auto | single_label | multilabel | sft"),
-    text_column: Optional[str] = typer.Option(None),
-    label_column: Optional[str] = typer.Option(None),
-    epochs: Optional[int] = typer.Option(None),
-    lr: Optional[float] = typer.Option(None),
-    batch_size: Optional[int] = typer.Option(None),
-    grad_accum: Optional[int] = typer.Option(None),
-    max_length: Optional[int] = typer.Option(None),
-    warmup_ratio: Optional[float] = typer.Option(None),
-    weight_decay: Optional[float] = typer.Option(None),
-    label_smoothing: Optional[float] = typer.Option(None),
-    scheduler: Optional[str] = typer.Option(None, help="linear | cosine | constant"),
-    seed: Optional[int] = typer.Option(None),
-    patience: Optional[int] = typer.Option(None, help="early stopping patience in epochs; 0 = off"),
-    val_fraction: Optional[float] = typer.Option(None, help="share of train held out for validation; 0 = none"),
-    bf16: Optional[str] = typer.Option(None, help="auto | on | off"),
-    lora_r: Optional[int] = typer.Option(None),
-    lora_alpha: Optional[int] = typer.Option(None),
-    head_init: Optional[str] = typer.Option(None, help="probe (LP-FT: the classifier starts as a linear probe) | "
-                                                       "random"),
-    pooling: Optional[str] = typer.Option(None, help="auto (the checkpoint's declared pooling) | native "
-                                                     "(the architecture's own classifier input)"),
-    slice_column: Optional[str] = typer.Option(None, help="test column to report metrics per slice"),
-    retention_data: Optional[Path] = typer.Option(None, help="sentence pairs with scores (STS-B style)"),
-    strict: bool = typer.Option(False, help="refuse to train while the audit finds errors"),
-    prompt_column: Optional[str] = typer.Option(None, help="sft: column holding the prompt"),
-    response_column: Optional[str] = typer.Option(None, help="sft: column holding the response"),
-    train_on_prompt: bool = typer.Option(False, help="sft: put loss on prompt tokens too"),
-    overflow: Optional[str] = typer.Option(None, help="sft: rows over --max-length: drop | truncate (prompt side)"),
-    packing: bool = typer.Option(False, help="sft: pack short examples into full rows"),
-    gradient_checkpointing: bool = typer.Option(False, help="trade compute for memory"),
-    max_new_tokens: Optional[int] = typer.Option(None, help="sft: generation limit in evaluation"),
-    eval_generations: Optional[int] = typer.Option(None, help="sft: held-out prompts generated before/after"),
-    few_shot_k: Optional[int] = typer.Option(None, help="sft: examples in the retrieval few-shot baseline"),
-    out: Optional[Path] = typer.Option(None, help="run folder (default runs/<time>-<name>)"),
+    data: Optional[Path] = typer.Argument(None, help=Recipe.model_fields["train"].description),
     overwrite: bool = typer.Option(False, help="replace an existing run folder (only the files a run wrote)"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
-    keep_checkpoints: bool = typer.Option(False, help="keep checkpoint/last.pt and best.pt after success"),
     config: Optional[Path] = typer.Option(None, help="recipe.yaml to re-run (flags override it)"),
     nproc: int = typer.Option(1, min=1, help="data-parallel processes (DDP: one per GPU, or gloo on CPU)"),
+    engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
+    *,
+    settings: dict,
 ):
     """Fine-tune a model on labelled texts and measure it."""
+    use_engine(engine)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from tunesmith.train.distributed import launch
 
         raise typer.Exit(launch(nproc))  # the same command, once per process
     from tunesmith import api
 
-    settings = dict(test=test, model=model, strategy=strategy, task=task, text_column=text_column,
-                    label_column=label_column, epochs=epochs, lr=lr, batch_size=batch_size, grad_accum=grad_accum,
-                    max_length=max_length, warmup_ratio=warmup_ratio, weight_decay=weight_decay,
-                    label_smoothing=label_smoothing, scheduler=scheduler, seed=seed, patience=patience,
-                    val_fraction=val_fraction, bf16=bf16, lora_r=lora_r, lora_alpha=lora_alpha,
-                    head_init=head_init, pooling=pooling, slice_column=slice_column, retention_data=retention_data,
-                    out=out, strict=strict or None, prompt_column=prompt_column, response_column=response_column,
-                    train_on_prompt=train_on_prompt or None, overflow=overflow, packing=packing or None,
-                    gradient_checkpointing=gradient_checkpointing or None, max_new_tokens=max_new_tokens,
-                    eval_generations=eval_generations, few_shot_k=few_shot_k,
-                    keep_checkpoints=keep_checkpoints or None)
-    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in settings.items() if v is not None}
     reporter = ProgressReporter()
     try:
         run = api.train(str(data) if data else None, config=str(config) if config else None, resume=resume,
@@ -152,13 +186,15 @@ def train(
     m = run.metrics
     if not m:  # not rank 0 of a --nproc run: rank 0 prints
         return
-    if m.get("task") == "sft":
-        from tunesmith.tasks.sft import summary
+    from tunesmith.tasks import get_task
 
-        out_console.print(summary(m), highlight=False, markup=False)
+    task = get_task(m["task"], m.get("labels", []))
+    said = task.summary(m)
+    if said is not None:  # a task with its own summary (sft: before/after and samples)
+        out_console.print(said, highlight=False, markup=False)
         out_console.print(f"run folder: {run.path}  ({m.get('train_tokens_per_second', 0):.0f} train tokens/s)")
         return
-    cols = ("accuracy", "macro_f1") if m.get("task") != "multilabel" else ("micro_f1", "macro_f1", "subset_accuracy")
+    cols = task.summary_columns
     rows = {name: b for name, b in m.get("baselines", {}).items() if isinstance(b, dict)}
     rows["fine-tuned"] = m.get("test", {})
     out_console.print(metrics_table(f"test metrics ({m.get('test', {}).get('n', '?')} rows)", rows, cols))
@@ -199,8 +235,10 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
             out: Optional[Path] = typer.Option(None, help="write predictions here (CSV/TSV/JSONL/Parquet); "
                                                           "missing folders are created"),
             text_column: Optional[str] = typer.Option(None),
-            overwrite: bool = typer.Option(False, help="replace an existing --out file")):
+            overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+            engine: Optional[str] = typer.Option(None, help=ENGINE_HELP)):
     """Label new texts with a trained run."""
+    use_engine(engine)
     from tunesmith import api
 
     new_folder = out is not None and not out.parent.exists()
@@ -215,8 +253,10 @@ def predict(run: Path = typer.Argument(..., help="run folder"),
 @app.command()
 def evaluate(run: Path = typer.Argument(..., help="run folder"),
              data: Path = typer.Argument(..., help="labelled data"),
-             text_column: Optional[str] = typer.Option(None), label_column: Optional[str] = typer.Option(None)):
+             text_column: Optional[str] = typer.Option(None), label_column: Optional[str] = typer.Option(None),
+             engine: Optional[str] = typer.Option(None, help=ENGINE_HELP)):
     """Measure a trained run on labelled data."""
+    use_engine(engine)
     from tunesmith import api
 
     m = api.evaluate(run, data, text_column=text_column, label_column=label_column)
@@ -231,7 +271,7 @@ def evaluate(run: Path = typer.Argument(..., help="run folder"),
 @app.command()
 def report(run: Path = typer.Argument(..., help="run folder")):
     """Write report.html and MODEL_CARD.md into a finished run folder."""
-    from tunesmith.report import write_report
+    from tunesmith.pipeline import write_report
 
     page, card = write_report(run)
     out_console.print(f"wrote {page} and {card}")
@@ -242,21 +282,32 @@ def generate(run: Path = typer.Argument(..., help="instruction-tuned run folder"
              prompt: list[str] = typer.Option(..., help="prompt to answer (repeat for several)"),
              max_new_tokens: Optional[int] = typer.Option(None)):
     """Answer prompts with an instruction-tuned (--task sft) run."""
-    from tunesmith.tasks.sft import Generator
-
-    g = Generator(run)
+    g = _generator(run)
     for p in prompt:
-        r = g.reply([{"role": "user", "content": p}], max_new_tokens)
+        r = g.records([[{"role": "user", "content": p}]], max_new_tokens=max_new_tokens)[0]
         out_console.print(r["text"] if r["stopped"] else r["text"] + " [… token limit]", highlight=False, markup=False)
+
+
+def _generator(run: Path):
+    """The Predictor of an instruction-tuned run (generate, chat)."""
+    from tunesmith.predictor import Predictor
+
+    from tunesmith.run import inference_settings, open_run
+    from tunesmith.tasks import get_task_class
+
+    folder = open_run(run)
+    name = inference_settings(folder)["task"]
+    if get_task_class(name).kind != "generator":  # refused before the model loads
+        raise TunesmithError(f"{run}: not an instruction-tuning run (task {name}); use `tunesmith predict` "
+                             f"for classifiers")
+    return Predictor.load(folder)
 
 
 @app.command()
 def chat(run: Path = typer.Argument(..., help="instruction-tuned run folder"),
          max_new_tokens: Optional[int] = typer.Option(None)):
     """Talk to an instruction-tuned run; reads one message per line from stdin, empty line or EOF ends."""
-    from tunesmith.tasks.sft import Generator
-
-    g, turns = Generator(run), []
+    g, turns = _generator(run), []
     interactive = sys.stdin.isatty()
     while True:
         if interactive:
@@ -265,7 +316,7 @@ def chat(run: Path = typer.Argument(..., help="instruction-tuned run folder"),
         if not line.strip():
             break
         turns.append({"role": "user", "content": line.strip()})
-        r = g.reply(turns, max_new_tokens)
+        r = g.records([turns], max_new_tokens=max_new_tokens)[0]
         turns.append({"role": "assistant", "content": r["text"]})
         out_console.print(r["text"], highlight=False, markup=False)
 
@@ -352,8 +403,10 @@ def serve(run: Path = typer.Argument(..., help="run folder"),
           max_queue_bytes: Optional[int] = typer.Option(None, help="their UTF-8 bytes before 503 "
                                                         "(default 8 KiB x --max-queue)"),
           info_details: bool = typer.Option(False, help="/info also shows the run's path and test metrics"),
-          threads: Optional[int] = typer.Option(None, help="torch threads (1 is faster on a busy shared CPU)")):
+          threads: Optional[int] = typer.Option(None, help="torch threads (1 is faster on a busy shared CPU)"),
+          engine: Optional[str] = typer.Option(None, help=ENGINE_HELP)):
     """Serve predictions over HTTP (FastAPI): /predict, /health, /info, /docs."""
+    use_engine(engine)
     from tunesmith.serve import serve_run
 
     serve_run(run, host=host, port=port, token_file=token_file, allow_hosts=allow_host or (),
@@ -376,8 +429,10 @@ def tune(
     study: str = typer.Option("tunesmith", help="study name in the storage"),
     workers: int = typer.Option(1, help="worker processes on this machine"),
     config: Optional[Path] = typer.Option(None, help="recipe file; its `tune:` section narrows/widens the space"),
+    engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
 ):
     """Search strategy, hyperparameters and base model under a budget; the winner is a normal run folder."""
+    use_engine(engine)
     from tunesmith.redact import secrets_of
     from tunesmith.tune.search import STORAGE_ENV, TuneArgs, default_out, parse_time
     from tunesmith.tune.search import tune as run_tune
@@ -408,7 +463,18 @@ def tune(
     out_console.print(f"tune folder: {args.out}  (tune.json, tune_report.html; winner run folder: {w.get('run', '-')})")
 
 
+ARGV_ENV = "TUNESMITH_ARGV"  # train/distributed.launch: the arguments of each --nproc process, as JSON
+
+
 def main():
+    """`tunesmith ...`, and `python -m tunesmith.cli` for each process of --nproc (train/distributed.launch),
+    whose arguments come in $TUNESMITH_ARGV: torch.distributed.run's own parser would read --nproc, --log...
+    as abbreviations of its options. Taken out of the environment, so nothing this process starts sees it."""
+    argv = os.environ.pop(ARGV_ENV, None)
+    if argv is not None:
+        import json
+
+        sys.argv = ["tunesmith", *json.loads(argv)]
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from transformers.utils import logging as hf_logging
 

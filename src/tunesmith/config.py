@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -18,60 +18,99 @@ def cache_root() -> Path:
 
 STRATEGY_RE = re.compile(r"^(full|head|lora|freeze:\d+)$")
 
+# The sections of a recipe, in the order `tunesmith train --help` shows them (one panel each). recipe.yaml
+# stays one flat mapping: a section is documentation and grouping, never a level of the file.
+SECTIONS = {
+    "data": "Data",
+    "model": "Model",
+    "training": "Training",
+    "lora": "LoRA (--strategy lora)",
+    "sft": "Instruction tuning (--task sft)",
+    "output": "Output and checks",
+}
+
+
+def setting(default: Any, section: str, help: str, *, path: bool = False, **constraints: Any) -> Any:
+    """A Recipe field with its section and help text: the one list the `train` flags are built from
+    (cli.recipe_options). `path`: a file or folder (the command line reads it as a path, the recipe keeps a str).
+    `constraints`: pydantic's (ge, lt, ...)."""
+    if section not in SECTIONS:
+        raise ValueError(f"unknown recipe section {section!r}")
+    extra: dict[str, Any] = {"section": section}
+    if path:
+        extra["path"] = True
+    return Field(default, description=help, json_schema_extra=extra, **constraints)
+
+
+def section_of(name: str) -> str:
+    return Recipe.model_fields[name].json_schema_extra["section"]
+
+
+def is_path(name: str) -> bool:
+    return bool(Recipe.model_fields[name].json_schema_extra.get("path"))
+
 
 class Recipe(BaseModel):
+    """Every setting of a run. Each field is a `setting`: its section and help text are the `train` flag's."""
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     # data
-    train: str
-    test: str | None = None
-    text_column: str | None = None
-    label_column: str | None = None
-    task: Literal["auto", "single_label", "multilabel", "sft"] = "auto"
-    val_fraction: float = Field(0.1, ge=0.0, lt=0.9)
-    test_fraction: float = Field(0.2, gt=0.0, lt=0.9)   # only without --test
-    slice_column: str | None = None
-    retention_data: str | None = None
+    train: str = setting(..., "data", "training data: CSV, TSV, JSONL or Parquet", path=True)
+    test: str | None = setting(None, "data", "test data; without it a stratified split is held out", path=True)
+    text_column: str | None = setting(None, "data", "column holding the text (default: detected)")
+    label_column: str | None = setting(None, "data", "column holding the label, or labels (default: detected)")
+    task: str = setting("auto", "data", "auto (detected from the columns), or a name in tunesmith.tasks.REGISTRY")
+    val_fraction: float = setting(0.1, "data", "share of train held out for validation; 0 = none", ge=0.0, lt=0.9)
+    test_fraction: float = setting(0.2, "data", "share held out as test data when there is no --test",
+                                   gt=0.0, lt=0.9)
+    slice_column: str | None = setting(None, "data", "test column to report metrics per slice")
+    retention_data: str | None = setting(None, "data", "sentence pairs with scores (STS-B style)", path=True)
     # model
-    model: str = "minilm"
-    max_length: int | None = Field(None, ge=8)          # None: min(model limit, 128)
+    model: str = setting("minilm", "model", "built-in name (minilm, mpnet, smollm2), local folder or hub id")
+    max_length: int | None = setting(None, "model", "tokens per text (default min(model limit, 128))", ge=8)
     # training
-    strategy: str = "full"
-    epochs: int = Field(5, ge=1)
-    lr: float | None = Field(None, gt=0)                # None: sized to the data (train/optim.default_lr)
-    batch_size: int = Field(32, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    warmup_ratio: float = Field(0.1, ge=0, lt=1)
-    scheduler: Literal["linear", "cosine", "constant"] = "linear"
-    weight_decay: float = Field(0.01, ge=0)
-    grad_clip: float = Field(1.0, ge=0)                 # 0 = off
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    patience: int = Field(2, ge=0)                      # 0 = no early stopping
-    metric: str = "macro_f1"                            # validation metric for early stopping
-    seed: int = 42
-    bf16: Literal["auto", "on", "off"] = "auto"
-    head_init: Literal["probe", "random"] = "probe"     # LP-FT: the classifier starts as a linear probe
-    pooling: Literal["auto", "native"] = "auto"          # auto: what the checkpoint declares (mean for ST models)
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.1, ge=0, lt=1)
-    lora_target_modules: list[str] | None = None
+    strategy: str = setting("full", "training", "full | head | freeze:K | lora")
+    epochs: int = setting(5, "training", "most passes over the training data (early stopping may end sooner)",
+                          ge=1)
+    lr: float | None = setting(None, "training", "peak learning rate (default: sized to the data)", gt=0)
+    batch_size: int = setting(32, "training", "examples per batch", ge=1)
+    grad_accum: int = setting(1, "training", "batches per optimizer step (gradient accumulation)", ge=1)
+    warmup_ratio: float = setting(0.1, "training", "share of the steps that warm the learning rate up", ge=0, lt=1)
+    scheduler: Literal["linear", "cosine", "constant"] = setting("linear", "training", "linear | cosine | constant")
+    weight_decay: float = setting(0.01, "training", "weight decay", ge=0)
+    grad_clip: float = setting(1.0, "training", "clip the gradient norm to this; 0 = off", ge=0)
+    label_smoothing: float = setting(0.0, "training", "label smoothing of the classification loss", ge=0, lt=1)
+    patience: int = setting(2, "training", "early stopping patience in epochs; 0 = off", ge=0)
+    metric: str = setting("macro_f1", "training", "validation metric for early stopping: macro_f1, accuracy, "
+                          "... or loss")
+    seed: int = setting(42, "training", "random seed of the splits, the initial weights and the batch order")
+    bf16: Literal["auto", "on", "off"] = setting("auto", "training", "auto | on | off")
+    head_init: Literal["probe", "random"] = setting("probe", "model", "probe (LP-FT: the classifier starts as a "
+                                                    "linear probe) | random")
+    pooling: Literal["auto", "native"] = setting("auto", "model", "auto (the checkpoint's declared pooling) | "
+                                                 "native (the architecture's own classifier input)")
+    lora_r: int = setting(8, "lora", "LoRA rank", ge=1)
+    lora_alpha: int = setting(16, "lora", "LoRA alpha (the update is scaled by alpha / r)", ge=1)
+    lora_dropout: float = setting(0.1, "lora", "dropout on the LoRA input", ge=0, lt=1)
+    lora_target_modules: list[str] | None = setting(None, "lora", "module name to adapt (repeat the flag for "
+                                                    "several; default: peft's list for the model type)")
     # instruction tuning (task sft)
-    prompt_column: str | None = None
-    response_column: str | None = None
-    train_on_prompt: bool = False                       # default: loss on response tokens only
-    overflow: Literal["drop", "truncate"] = "drop"      # rows over max_length: drop, or cut the prompt's start
-    packing: bool = False
-    gradient_checkpointing: bool = False
-    max_new_tokens: int = Field(128, ge=1)
-    eval_generations: int = Field(16, ge=0)             # held-out prompts generated before/after
-    few_shot_k: int = Field(3, ge=0)                    # retrieval few-shot baseline; 0 = off
+    prompt_column: str | None = setting(None, "sft", "column holding the prompt")
+    response_column: str | None = setting(None, "sft", "column holding the response")
+    train_on_prompt: bool = setting(False, "sft", "put loss on prompt tokens too (default: response tokens only)")
+    overflow: Literal["drop", "truncate"] = setting("drop", "sft", "rows over --max-length: drop | truncate "
+                                                    "(prompt side)")
+    packing: bool = setting(False, "sft", "pack short examples into full rows")
+    gradient_checkpointing: bool = setting(False, "training", "trade compute for memory")
+    max_new_tokens: int = setting(128, "sft", "generation limit in evaluation", ge=1)
+    eval_generations: int = setting(16, "sft", "held-out prompts generated before/after", ge=0)
+    few_shot_k: int = setting(3, "sft", "examples in the retrieval few-shot baseline; 0 = off", ge=0)
     # output
-    out: str | None = None
-    audit: bool = True
-    strict: bool = False
-    baselines: bool = True
-    keep_checkpoints: bool = False                      # keep checkpoint/last.pt, best.pt after success
+    out: str | None = setting(None, "output", "run folder (default runs/<time>-<name>)", path=True)
+    audit: bool = setting(True, "output", "audit the data before training")
+    strict: bool = setting(False, "output", "refuse to train while the audit finds errors")
+    baselines: bool = setting(True, "output", "measure the baselines too")
+    keep_checkpoints: bool = setting(False, "output", "keep checkpoint/last.pt and best.pt after success")
 
     @field_validator("strategy")
     @classmethod

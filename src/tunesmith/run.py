@@ -348,6 +348,12 @@ def remove_stale_tmp(folder: Path, name: str) -> None:
             shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
 
 
+def provenance(recipe, **facts) -> dict:
+    """What recipe.yaml records beside the resolved recipe: library versions, the data files' sha256, and
+    the run's facts (model path, device, bf16, engine, rows per split, the task's data format)."""
+    return {"versions": versions(), "data": fingerprints(recipe), **facts}
+
+
 def versions() -> dict:
     import tokenizers
     import torch
@@ -391,3 +397,43 @@ def open_run(path) -> Run:
     doc = yaml.safe_load((path / RECIPE).read_text())
     metrics = json.loads((path / "metrics.json").read_text()) if (path / "metrics.json").exists() else {}
     return Run(path, metrics, doc.get("recipe", {}))
+
+
+INFERENCE = "tunesmith.json"  # in model/: what the Predictor needs beside config.json (task, max_length, temperature)
+
+
+def _read_inference(f: Path) -> dict:
+    try:
+        doc = json.loads(f.read_text()) if f.exists() else {}
+    except (OSError, ValueError) as e:
+        raise TunesmithError(f"{f}: unreadable ({type(e).__name__}); delete it to fall back to the run's "
+                             f"recipe.yaml and metrics.json") from None
+    if not isinstance(doc, dict):
+        raise TunesmithError(f"{f}: not a JSON object; delete it to fall back to the run's recipe.yaml")
+    return doc
+
+
+def write_inference_settings(model_dir: Path, **values) -> None:
+    """Merge `values` into model/tunesmith.json (written beside and renamed)."""
+    f = Path(model_dir) / INFERENCE
+    doc = _read_inference(f)
+    doc.update(values)
+    write_json(f, doc)
+
+
+def inference_settings(run: Run) -> dict:
+    """task, max_length and temperature of a finished run, from model/tunesmith.json; runs written before
+    it held them fall back to recipe.yaml and metrics.json. Also the recipe's bf16 and max_new_tokens
+    (their defaults where the recipe predates them): what the Predictor computes with."""
+    from tunesmith.config import Recipe
+
+    doc = _read_inference(run.model_dir / INFERENCE)
+    task = doc.get("task") or run.metrics.get("task") or run.recipe.get("task")
+    max_length = doc.get("max_length") or run.recipe.get("max_length")
+    if not task or task == "auto" or not max_length:
+        raise TunesmithError(f"{run.path}: neither model/{INFERENCE} nor {RECIPE} records the run's task and "
+                             f"max_length; it was not written by tunesmith train or merge")
+    temperature = doc.get("temperature", run.metrics.get("calibration", {}).get("temperature", 1.0))
+    recipe = {k: Recipe.model_fields[k].default if run.recipe.get(k) is None else run.recipe[k]
+              for k in ("bf16", "max_new_tokens")}
+    return {**recipe, **doc, "task": task, "max_length": int(max_length), "temperature": float(temperature)}

@@ -7,7 +7,7 @@ import tunesmith
 from tunesmith.errors import TunesmithError
 from tunesmith.merge.run import merge
 from tunesmith.merge.spec import from_flags
-from tunesmith.train.batching import collate
+from tunesmith.data.batching import collate
 
 from conftest import toy_rows, write_csv
 

@@ -9,7 +9,7 @@ import torch
 from tunesmith.models import pooling
 from tunesmith.models.load import load_classifier
 from tunesmith.models.registry import resolve
-from tunesmith.train.batching import collate
+from tunesmith.data.batching import collate
 
 TEXTS = ["where is my card?", "I was charged twice for one coffee, please refund it", "hi",
          "my transfer to a friend has been pending for three days now and nobody answers"]
@@ -32,7 +32,7 @@ def test_declared_pooling_read_from_sentence_transformers_files(tmp_path):
 
 def test_mean_pooler_reads_the_probe_sentence_vector():
     """Before any training the pooled vector is the standardised mean of the token states."""
-    model, tok, path = load_classifier("minilm", ["a", "b"], "single_label")
+    model, tok, path = load_classifier("minilm", ["a", "b"])
     assert pooling.install(model, path) == "mean"
     model.eval()
     b = _batch(tok)
@@ -54,7 +54,7 @@ def test_mean_pooler_reads_the_probe_sentence_vector():
 def test_fold_gives_a_stock_model_with_the_same_logits(tmp_path, train_mode):
     from transformers import AutoModelForSequenceClassification, pipeline
 
-    model, tok, path = load_classifier("minilm", ["neg", "pos", "other"], "single_label")
+    model, tok, path = load_classifier("minilm", ["neg", "pos", "other"])
     pooling.install(model, path)
     torch.manual_seed(0)
     with torch.no_grad():  # a trained-looking head
@@ -79,6 +79,6 @@ def test_fold_gives_a_stock_model_with_the_same_logits(tmp_path, train_mode):
 
 
 def test_undeclared_or_other_architectures_keep_their_head(tiny_models):
-    model, tok, path = load_classifier(str(tiny_models["bert"]), ["a", "b"], "single_label")
+    model, tok, path = load_classifier(str(tiny_models["bert"]), ["a", "b"])
     assert pooling.install(model, path) == "native"  # no modules.json: nothing declared
     assert pooling.fold(model) is model

@@ -93,7 +93,7 @@ def test_model_card_front_matter_and_sections(run_dir):
 
 def test_report_command_on_a_folder_that_is_no_run(tmp_path):
     from tunesmith.errors import TunesmithError
-    from tunesmith.report import write_report
+    from tunesmith.pipeline import write_report
 
     with pytest.raises(TunesmithError, match="not a tunesmith run folder"):
         write_report(tmp_path)

@@ -4,7 +4,6 @@ import yaml
 
 from tunesmith.evaluate.analysis import analyse
 from tunesmith.evaluate.verdict import verdict
-from tunesmith.report import card, html
 from tunesmith.tasks import get_task
 
 
@@ -26,9 +25,8 @@ def test_multilabel_analysis_renders_report_and_card():
     assert "beat the majority baseline" in m["verdict"] and "overfitting" in m["verdict"]
     doc = {"recipe": {"model": "minilm", "strategy": "lora", "train": "data/x/train.csv"},
            "provenance": {"data": {"train": {"path": "train.csv", "sha256": "ab" * 32}}, "rows": {"train": 1}}}
-    page = html.render("ml", m, doc)
+    page, text = task.report("ml", m, doc, None)  # what pipeline.write_report writes for a multilabel run
     assert page.count("data:image/png;base64,") >= 4 and "micro-F1" in page and "Confusion" not in page
-    text = card.render("ml", m, doc)
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert {x["type"] for x in meta["model-index"][0]["results"][0]["metrics"]} == {"accuracy", "macro_f1", "micro_f1"}

@@ -83,7 +83,7 @@ def test_predict_out_refusals_come_before_the_model_loads(finished_run, tmp_path
     from tunesmith import api
 
     data = write_csv(tmp_path / "new.csv", [{"text": "where is my parcel"}])
-    monkeypatch.setattr(api, "_load_for_inference", lambda run: pytest.fail("loaded the model before refusing"))
+    monkeypatch.setattr(api.Predictor, "load", lambda *a, **k: pytest.fail("loaded the model before refusing"))
     existing = tmp_path / "p.csv"
     existing.write_text("mine\n")
     msg = one_line_error(*run_cli(["predict", finished_run, data, "--out", existing], capsys, monkeypatch)[::2])
@@ -110,7 +110,7 @@ def _labelled(tmp_path, name, extra: list[tuple[str, str]]):
 
 
 def test_nan_or_empty_labels_are_dropped_and_counted_but_na_is_a_class(tmp_path):
-    from tunesmith.api import prepare_data
+    from tunesmith.pipeline import prepare_data
 
     missing = [("no label 1", ""), ("no label 2", "NaN"), ("no label 3", "nan"), ("no label 4", " NaN ")]
     p = _labelled(tmp_path, "train.csv", missing)
@@ -121,8 +121,8 @@ def test_nan_or_empty_labels_are_dropped_and_counted_but_na_is_a_class(tmp_path)
 
     test = _labelled(tmp_path, "test.csv", [("unlabelled", "nan")])
     lines = []
-    task, labels, *_ = prepare_data(make_recipe(train=str(p), test=str(test)),
-                                    on_event=lambda kind, **kw: lines.append(kw.get("message", "")))
+    labels = prepare_data(make_recipe(train=str(p), test=str(test)),
+                          on_event=lambda kind, **kw: lines.append(kw.get("message", ""))).labels
     assert labels == ["N/A", "NA", "None", "a", "b", "null"]
     said = [l for l in lines if l.startswith("dropped")]
     assert any("4 rows" in l and "train.csv" in l and "missing label" in l and "NaN" in l for l in said), said

@@ -7,6 +7,7 @@ from safety_runs import clone, finished_run, interrupted_run, safety_data, snaps
 import tunesmith
 from tunesmith import api
 from tunesmith.errors import TunesmithError
+from tunesmith.train import loop
 
 
 def _other_data(safety_data, path):
@@ -55,7 +56,7 @@ def test_resume_with_other_training_settings_is_refused(interrupted_run, tmp_pat
 def test_resuming_a_finished_run_says_so_and_does_not_train(finished_run, tmp_path, monkeypatch):
     run = clone(finished_run[0].path, tmp_path / "run")
     before = snapshot(run)
-    monkeypatch.setattr(api, "fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
+    monkeypatch.setattr(loop, "fit", lambda *a, **k: pytest.fail("a finished run was trained again"))
     said = []
     res = tunesmith.train(resume=True, out=str(run), on_event=lambda kind, **kw: said.append(kw.get("message", "")))
     assert any("finished" in m for m in said), said

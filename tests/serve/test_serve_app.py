@@ -11,6 +11,7 @@ import schemathesis
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
 
+from tunesmith.run import write_inference_settings
 from tunesmith.serve.app import Limits, create_app
 from tunesmith.serve.runner import load_test, running
 
@@ -25,6 +26,7 @@ def calibrated_run(tiny_run, tmp_path_factory):
     m = json.loads((path / "metrics.json").read_text())
     m["calibration"] = {"temperature": 0.25}
     (path / "metrics.json").write_text(json.dumps(m))
+    write_inference_settings(path / "model", temperature=0.25)  # model/tunesmith.json: what inference reads
     return path
 
 

@@ -1,4 +1,4 @@
-"""SFT runs are served with POST /generate (tunesmith.tasks.sft.Generator underneath)."""
+"""SFT runs are served with POST /generate (the Predictor over the sft task's inference hooks underneath)."""
 import json
 
 from fastapi.testclient import TestClient

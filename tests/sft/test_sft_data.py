@@ -9,9 +9,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.sft_data import (IGNORE, PLAIN_HEADERS, Conversation, encode, load_conversations, pack,
+from tunesmith.tasks.sft.data import (IGNORE, PLAIN_HEADERS, Conversation, encode, load_conversations, pack,
                                       render_prompt)
-from tunesmith.train.sft_loop import collate_sft, response_loss, token_losses
+from tunesmith.tasks.sft.steps import collate_sft, response_loss, token_losses
 
 
 def _jsonl(path, rows):
@@ -105,7 +105,7 @@ def test_sft_packed_loss_equals_unpacked(tiny_models, arch):
 
 
 def test_sft_verdict_calls_a_win_only_outside_noise():
-    from tunesmith.tasks.sft import verdict
+    from tunesmith.tasks.sft.run import verdict
 
     def gen(each):
         return {"n": len(each), "rouge_l": sum(each) / len(each), "rouge_l_each": each, "stop_rate": 1.0}

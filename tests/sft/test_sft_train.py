@@ -9,7 +9,7 @@ from transformers import AutoModelForCausalLM
 
 from tunesmith import api
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.sft import Generator
+from tunesmith.predictor import Predictor
 
 
 def _data(tmp_path, n=32):
@@ -37,7 +37,8 @@ def test_sft_tuned_model_stops_before_limit(tuned_run):
     assert m["after"]["generation"]["exact_match"] == 1.0  # "red" is a short answer
     assert "few_shot_retrieval" in m["baselines"] and m["verdict"].startswith("verdict:")
     assert len(m["samples"]) == 6 and m["data"]["train"]["dropped"] == 0
-    r = Generator(run.path).reply([{"role": "user", "content": "say the colour number 99"}], 12)
+    r = Predictor.load(run.path).records([[{"role": "user", "content": "say the colour number 99"}]],
+                                         max_new_tokens=12)[0]
     assert r["stopped"] and r["text"] == "red"
 
 
@@ -125,9 +126,38 @@ def test_sft_task_detected_from_instruction_columns(tiny_models, tmp_path):
     assert any("task: sft (alpaca format" in m for m in events)
 
 
-def test_sft_refuses_several_processes(tiny_models, tmp_path, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "2")  # what torch.distributed.run sets for --nproc 2
-    monkeypatch.setenv("RANK", "0")
-    with pytest.raises(TunesmithError, match="--nproc: instruction tuning"):
-        api.train(str(_data(tmp_path, 8)), task="sft", model=str(tiny_models["gpt2"]), out=str(tmp_path / "run"))
-    assert not (tmp_path / "run").exists()
+def test_sft_two_processes_match_one(tiny_models, tmp_path, monkeypatch):
+    """--nproc 2 (gloo on CPU) through the same loop as classification: the same losses and weights as one
+    process on the same global batches. Dropout off in the model: its draws differ per process."""
+    import shutil
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    model = tmp_path / "llama"
+    shutil.copytree(tiny_models["llama"], model)
+    cfg = json.loads((model / "config.json").read_text())
+    cfg.update(attention_dropout=0.0, hidden_dropout=0.0)
+    (model / "config.json").write_text(json.dumps(cfg))
+    monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
+    data = _data(tmp_path, 40)
+    common = dict(task="sft", model=str(model), strategy="full", epochs=2, lr=1e-3, bf16="off", batch_size=6,
+                  max_length=48, seed=3, max_new_tokens=4, eval_generations=2, few_shot_k=0)
+    one = api.train(str(data), out=str(tmp_path / "one"), **common)
+    args = ["train", str(data), "--task", "sft", "--model", str(model), "--strategy", "full", "--epochs", "2",
+            "--lr", "1e-3", "--bf16", "off", "--batch-size", "6", "--max-length", "48", "--seed", "3",
+            "--max-new-tokens", "4", "--eval-generations", "2", "--few-shot-k", "0"]
+    res = subprocess.run([sys.executable, "-m", "tunesmith.cli", *args, "--nproc", "2", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())
+    assert len(two["history"]) == len(one.metrics["history"]) == 2
+    for a, b in zip(one.metrics["history"], two["history"]):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4, abs=1e-6)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4, abs=1e-6)
+    w1 = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    w2 = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for n in w1:
+        torch.testing.assert_close(w2[n], w1[n], rtol=1e-4, atol=2e-5)

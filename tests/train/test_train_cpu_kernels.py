@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from tunesmith.train import cpu_kernels, fast_dropout, master_weights
+from tunesmith.accel import cpu_kernels, fast_dropout, master_weights
 
 LIB = cpu_kernels.lib()
 compiled = pytest.mark.skipif(LIB is None, reason="no C compiler here: the fallback test still runs")
@@ -103,7 +103,7 @@ def test_without_a_compiler_training_uses_plain_torch(tmp_path, monkeypatch, tin
     cpu_kernels.lib.cache_clear()
     try:
         assert cpu_kernels.lib() is None
-        model, _, _ = load_classifier(str(tiny_models["bert"]), ["a", "b"], "single_label")
+        model, _, _ = load_classifier(str(tiny_models["bert"]), ["a", "b"])
         assert not master_weights.applicable(model, torch.device("cpu"), True, False)
         drop = next(m for m in model.modules() if isinstance(m, torch.nn.Dropout))
         with fast_dropout.enabled(model):

@@ -1,10 +1,10 @@
 """Length-grouped batching and the bf16 path."""
 import torch
 
-from tunesmith.evaluate.predict import encode
+from tunesmith.data.batching import encode
 from tunesmith.models.load import load_classifier
-from tunesmith.train.batching import collate, epoch_batches, inference_batches
-from tunesmith.train.precision import autocast
+from tunesmith.data.batching import collate, epoch_batches, inference_batches
+from tunesmith.accel.precision import autocast
 
 
 def test_every_example_once_per_epoch_and_grouped():
@@ -27,7 +27,7 @@ def test_every_example_once_per_epoch_and_grouped():
 
 def test_bf16_loss_close_to_fp32(tiny_models):
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"])
     model.eval()
     ids = encode(tok, ["a parcel went missing", "refund my charge please", "locked out of my account"] * 4, 32)
     b = collate(ids, tok.pad_token_id)

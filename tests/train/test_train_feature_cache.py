@@ -5,7 +5,8 @@ import pytest
 import torch
 
 import tunesmith
-from tunesmith.evaluate.predict import encode, predict_logits
+from tunesmith.data.batching import encode
+from tunesmith.evaluate.predict import predict_logits
 from tunesmith.models.load import load_classifier
 from tunesmith.train import feature_cache, strategies
 from tunesmith.train.strategies.layers import layer_stack
@@ -25,7 +26,7 @@ def _own_cache(tmp_path, monkeypatch):
 
 def _model(path, strategy="head"):
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(path), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(path), ["a", "b", "c"])
     model = strategies.apply(model, strategy, None)
     return model.eval(), tok
 

@@ -3,9 +3,11 @@ import pytest
 import torch
 import transformers
 
-from tunesmith.evaluate.predict import encode, predict_logits
+from tunesmith.data.batching import encode
+from tunesmith.evaluate.predict import predict_logits
 from tunesmith.models.load import load_classifier
 from tunesmith.train import feature_cache, heads, strategies
+from tunesmith.tasks.classification.steps import ClassifierSteps
 from tunesmith.train.loop import Split, fit
 from tunesmith.tasks.classification import SingleLabel
 
@@ -37,7 +39,7 @@ def distilbert(tiny_models, tmp_path_factory):
 def test_direct_head_equals_model_forward(tiny_models, distilbert, tiny_mean_bert, arch):
     path = {"distilbert": distilbert, "bert_mean": tiny_mean_bert}.get(arch) or tiny_models[arch]
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(path), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(path), ["a", "b", "c"])
     model = strategies.apply(model, "head", None).eval()
     assert heads.for_model(model) is not None
     if arch == "bert_mean":
@@ -54,7 +56,7 @@ def test_direct_head_equals_model_forward(tiny_models, distilbert, tiny_mean_ber
 
 
 def test_unknown_architecture_has_no_direct_head(tiny_models, monkeypatch):
-    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b"])
     monkeypatch.setattr(model.config, "model_type", "not-a-known-type")
     assert heads.for_model(model) is None
     ids = encode(tok, TEXTS, 32)
@@ -64,7 +66,7 @@ def test_unknown_architecture_has_no_direct_head(tiny_models, monkeypatch):
 
 def _fit_head(tiny_models, tmp_path, name):
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"])
     from types import SimpleNamespace as NS
     recipe = NS(seed=3, batch_size=4, grad_accum=1, epochs=3, lr=1e-2, weight_decay=0.01, scheduler="linear",
                 warmup_ratio=0.0, max_length=32, metric="accuracy", patience=0, label_smoothing=0.0, grad_clip=1.0,
@@ -73,8 +75,9 @@ def _fit_head(tiny_models, tmp_path, name):
     task = SingleLabel(["a", "b", "c"])
     ids = encode(tok, TEXTS * 3, 32)
     y = task.targets(["a", "b", "c"] * 6)
-    r = fit(model, task, Split(ids, y), Split(ids[:6], y[:6]), recipe, pad_id=tok.pad_token_id,
-            device=torch.device("cpu"), bf16=False, ckpt_dir=tmp_path / name)
+    steps = ClassifierSteps(task, Split(ids, y), Split(ids[:6], y[:6]), recipe, tok.pad_token_id, False,
+                            torch.device("cpu"))
+    r = fit(model, steps, recipe, device=torch.device("cpu"), bf16=False, ckpt_dir=tmp_path / name)
     return r.history
 
 

@@ -4,11 +4,12 @@ from types import SimpleNamespace as NS
 import pytest
 import torch
 
-from tunesmith.evaluate.predict import encode
+from tunesmith.data.batching import encode
 from tunesmith.models.load import load_classifier
 from tunesmith.tasks.classification import SingleLabel
-from tunesmith.train import master_weights
-from tunesmith.train.batching import collate
+from tunesmith.accel import master_weights
+from tunesmith.data.batching import collate
+from tunesmith.tasks.classification.steps import ClassifierSteps
 from tunesmith.train.loop import Split, fit
 
 TEXTS = ["my parcel never arrived", "refund please", "the courier lost the tracking number again today",
@@ -17,7 +18,7 @@ TEXTS = ["my parcel never arrived", "refund please", "the courier lost the track
 
 def _model(tiny_models):
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"])
     return model.train(), tok
 
 
@@ -118,7 +119,7 @@ def test_resumed_optimizer_state_is_taken_in(tiny_models):
 @pytest.mark.parametrize("arch", ["bert", "roberta"])
 def test_fused_qkv_equals_three_projections(tiny_models, arch, monkeypatch):
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(tiny_models[arch]), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models[arch]), ["a", "b", "c"])
     model.train()
     b = collate(encode(tok, TEXTS, 32), tok.pad_token_id)
     y = torch.tensor([0, 1, 2] * 2)
@@ -161,8 +162,9 @@ def _fit(tiny_models, tmp_path, name):
     task = SingleLabel(["a", "b", "c"])
     ids = encode(tok, TEXTS * 4, 32)
     y = task.targets(["a", "b", "c"] * 8)
-    r = fit(model, task, Split(ids, y), Split(ids[:6], y[:6]), recipe, pad_id=tok.pad_token_id,
-            device=torch.device("cpu"), bf16=True, ckpt_dir=tmp_path / name)
+    steps = ClassifierSteps(task, Split(ids, y), Split(ids[:6], y[:6]), recipe, tok.pad_token_id, True,
+                            torch.device("cpu"))
+    r = fit(model, steps, recipe, device=torch.device("cpu"), bf16=True, ckpt_dir=tmp_path / name)
     return r.history, model
 
 
@@ -187,7 +189,7 @@ def test_bf16_inference_matches_autocast_and_restores_the_model(tiny_models, arc
     from tunesmith.evaluate.predict import predict_logits
 
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(tiny_models[arch]), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models[arch]), ["a", "b", "c"])
     model.eval()
     before = {n: (p, p.dtype, p.detach().clone()) for n, p in model.named_parameters()}
     ids = encode(tok, TEXTS, 32)
@@ -211,7 +213,7 @@ def test_bf16_inference_kept_for_the_next_call_until_a_weight_changes(tiny_model
     from tunesmith.evaluate.predict import predict_logits
 
     torch.manual_seed(0)
-    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"], "single_label")
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), ["a", "b", "c"])
     model.eval()
     ids, pad, cpu = encode(tok, TEXTS, 32), tok.pad_token_id, torch.device("cpu")
     prepared = []

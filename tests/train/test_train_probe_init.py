@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tunesmith.evaluate.predict import encode, predict_logits
+from tunesmith.data.batching import encode
+from tunesmith.evaluate.predict import predict_logits
 from tunesmith.models.load import load_classifier
 from tunesmith.tasks.classification import SingleLabel
-from tunesmith.tasks.multilabel import MultiLabel
+from tunesmith.tasks.classification import MultiLabel
 from tunesmith.train import probe_init
 
 TEXTS = ["my parcel never arrived", "refund please", "the courier lost the tracking number again today",
@@ -20,7 +21,7 @@ LABELS = ["parcel", "refund", "parcel", "login", "login", "refund", "parcel", "r
 def test_probe_head_fits_the_training_rows(tiny_models, arch):
     torch.manual_seed(0)
     task = SingleLabel(["login", "parcel", "refund"])
-    model, tok, _ = load_classifier(str(tiny_models[arch]), task.labels, "single_label")
+    model, tok, _ = load_classifier(str(tiny_models[arch]), task.labels)
     ids = encode(tok, TEXTS, 32)
     y = task.targets(LABELS)
     before = float(task.loss(torch.from_numpy(predict_logits(model, ids, tok.pad_token_id, 4)), y))
@@ -33,7 +34,7 @@ def test_probe_head_fits_the_training_rows(tiny_models, arch):
 def test_probe_head_for_multilabel(tiny_models):
     torch.manual_seed(0)
     task = MultiLabel(["a", "b"])
-    model, tok, _ = load_classifier(str(tiny_models["bert"]), task.labels, "multilabel")
+    model, tok, _ = load_classifier(str(tiny_models["bert"]), task.labels, multi_label=True)
     ids = encode(tok, TEXTS, 32)
     y = task.targets([["a"] if l == "parcel" else ["a", "b"] if l == "refund" else ["b"] for l in LABELS])
     assert probe_init.init_head(model, task, ids, y, tok.pad_token_id, False, torch.device("cpu"))

@@ -53,13 +53,14 @@ def test_tune_pruner_stops_a_bad_trial(tiny_models, toy_csv, tmp_path):
 
 
 def test_tune_reads_test_only_for_the_winner_and_resumes(tiny_models, toy_csv, tmp_path, monkeypatch):
-    import tunesmith.api as api
+    import tunesmith.data.batching as batching
+    import tunesmith.tasks.classification.task as classification
 
     train, test = _split(toy_csv, tmp_path)
     reads, phase = [], ["search"]
     import tunesmith.data.io as data_io
 
-    for mod, name in ((api, "load_examples"), (data_io, "fingerprint")):  # every way a run touches a data file
+    for mod, name in ((classification, "load_examples"), (data_io, "fingerprint")):  # every way a run touches a data file
         real = getattr(mod, name)
         monkeypatch.setattr(mod, name, lambda p, *a, _real=real, _n=name, **k: (reads.append((str(p), phase[0], _n)),
                                                                                 _real(p, *a, **k))[1])
@@ -71,8 +72,8 @@ def test_tune_reads_test_only_for_the_winner_and_resumes(tiny_models, toy_csv, t
 
     monkeypatch.setattr(search, "final_run", final)
     encodes = []
-    real_encode = api.encode
-    monkeypatch.setattr(api, "encode", lambda tok, texts, n: (encodes.append((n, phase[0])), real_encode(tok, texts, n))[1])
+    real_encode = batching.encode
+    monkeypatch.setattr(batching, "encode", lambda tok, texts, n: (encodes.append((n, phase[0])), real_encode(tok, texts, n))[1])
 
     args = TuneArgs(train=train, test=test, models=[str(tiny_models["bert"])], trials=3, out=str(tmp_path / "t"),
                     config=_config(tmp_path, QUICK))

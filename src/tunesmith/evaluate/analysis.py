@@ -18,7 +18,7 @@ MIN_VAL_ROWS = 30  # below this a fitted temperature follows the noise of a hand
 
 
 def per_class(task, y_true, y_pred) -> dict:
-    kw = {"labels": np.arange(len(task.labels))} if task.name == "single_label" else {}
+    kw = {"labels": np.arange(len(task.labels))} if not task.multi_label else {}
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, zero_division=0, **kw)
     return {l: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, l in enumerate(task.labels)}
@@ -30,7 +30,7 @@ def analyse(task, y_test, test_logits, *, y_val=None, val_logits=None, baseline_
     y_test = np.asarray(y_test).astype(int)
     preds = task.decide(task.probabilities(test_logits))
     out = {"ci95": bootstrap_ci(scorer(task), y_test, preds, seed=seed), "per_class": per_class(task, y_test, preds)}
-    if task.name == "single_label":
+    if not task.multi_label:
         out["confusion"] = confusion(y_test, preds, len(task.labels)).tolist()
     best = best_baseline(baseline_metrics or {}, task.main_metric)
     if best and baseline_preds and best in baseline_preds:

@@ -47,7 +47,7 @@ def is_decoder(config) -> bool:
 
 
 def _multilabel(inp: BaselineInput) -> bool:
-    return inp.task.name == "multilabel"
+    return inp.task.multi_label
 
 
 def majority(inp: BaselineInput) -> np.ndarray:

@@ -35,10 +35,11 @@ def multilabel_scores(yt: np.ndarray, yp: np.ndarray) -> dict:
 
 def scorer(task):
     """(y_true, y_pred) → dict of float metrics, fast where it matters."""
-    if task.name == "single_label":
+    multi = getattr(task, "multi_label", None)  # None: not a classifier, its own metrics
+    if multi is False:
         k = len(task.labels)
         return lambda yt, yp: single_label_scores(confusion(yt, yp, k))
-    if task.name == "multilabel":
+    if multi:
         return lambda yt, yp: multilabel_scores(np.asarray(yt, dtype=int), np.asarray(yp, dtype=int))
     return lambda yt, yp: {k: v for k, v in task.metrics(yt, yp).items() if k != "n"}
 

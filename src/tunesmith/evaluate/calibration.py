@@ -7,7 +7,7 @@ import torch
 
 def _conf_correct(task, probs: np.ndarray, y: np.ndarray):
     """Per-decision confidence and correctness. Multilabel: every (row, label) is one yes/no decision."""
-    if task.name == "multilabel":
+    if task.multi_label:
         conf = np.where(probs >= 0.5, probs, 1 - probs).ravel()
         return conf, ((probs >= 0.5) == (y >= 0.5)).ravel()
     return probs.max(axis=1), probs.argmax(axis=1) == y
@@ -37,7 +37,7 @@ def fit_temperature(task, logits: np.ndarray, targets) -> float:
     """One scalar T minimising validation NLL of logits / T (Guo et al. 2017); ranking is unchanged."""
     z = torch.as_tensor(logits, dtype=torch.float64)
     t = torch.as_tensor(np.asarray(targets))
-    t = t.double() if task.name == "multilabel" else t.long()
+    t = t.double() if task.multi_label else t.long()
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=200, line_search_fn="strong_wolfe")
 

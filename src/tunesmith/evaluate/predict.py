@@ -6,14 +6,10 @@ import contextlib
 import numpy as np
 import torch
 
-from tunesmith.train import master_weights
-from tunesmith.train.batching import collate, inference_batches
+from tunesmith import accel
+from tunesmith.data.batching import collate, inference_batches
 from tunesmith.train.feature_cache import replay_or_null
-from tunesmith.train.precision import autocast
-
-
-def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
+from tunesmith.accel.precision import autocast
 
 
 @torch.inference_mode()
@@ -27,11 +23,10 @@ def predict_logits(model, ids: list[list[int]], pad_id: int, batch_size: int = 6
     if replay is not None:
         replay.padding_side = padding_side
     direct = replay is not None and replay.direct
-    # CPU: weights cast to bf16 once, activations bf16 throughout (master_weights.bf16_inference), kept
-    # for the next call unless training goes on. Not over replayed frozen layers (cached fp32 features)
-    # nor PEFT wrappers, which keep plain autocast.
-    whole = bf16 and device.type == "cpu" and replay is None and not hasattr(model, "peft_config")
-    bf16_whole = master_weights.bf16_inference(model, keep=not was_training) if whole else contextlib.nullcontext()
+    # CPU engine: weights cast to bf16 once, activations bf16 throughout (accel/master_weights.py), kept
+    # for the next call unless training goes on. Not over replayed frozen layers (cached fp32 features).
+    engine = accel.for_device(device, bf16)
+    bf16_whole = engine.inference(model, keep=not was_training) if replay is None else contextlib.nullcontext()
     with replay_or_null(replay), bf16_whole:
         for batch in inference_batches([len(x) for x in ids], batch_size):
             with autocast(bf16 and not direct, device):  # the direct head runs in fp32 (train/loop.py)

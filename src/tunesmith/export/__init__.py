@@ -8,7 +8,9 @@ from pathlib import Path
 
 from tunesmith.errors import TunesmithError
 from tunesmith.export import hf, onnx, parity
-from tunesmith.run import artifact, open_run, remove_stale_tmp, replace_dir, tmp_name, write_json
+from tunesmith.run import (artifact, inference_settings, open_run, remove_stale_tmp, replace_dir, tmp_name,
+                           write_json)
+from tunesmith.tasks import get_task_class
 
 FORMATS = {"hf": hf, "onnx": onnx}
 QUANTIZE = {"int8"}
@@ -21,9 +23,10 @@ def export_run(run_path, format: str = "onnx", *, quantize: str | None = None, o
         raise TunesmithError(f"--format {format}: use one of {', '.join(FORMATS)}")
     if quantize is not None and (quantize not in QUANTIZE or format != "onnx"):
         raise TunesmithError(f"--quantize {quantize}: only int8 with --format onnx is supported")
-    if run.metrics.get("task") == "sft":
-        raise TunesmithError(f"{run.path}: SFT (generation) runs are not exported here; their model/ folder is "
-                             f"already a Hugging Face model")
+    task = inference_settings(run)["task"]
+    if not get_task_class(task).exportable:
+        raise TunesmithError(f"{run.path}: {task} runs are not exported here (no graph with a parity check); "
+                             f"their model/ folder is already a Hugging Face model")
     out = Path(out) if out else artifact(run.path, "export") / (format + (f"-{quantize}" if quantize else ""))
     if out.exists() and not out.is_dir():
         raise TunesmithError(f"{out}: is a file, not a folder; choose another --out")

@@ -18,26 +18,25 @@ FALLBACK_TEXTS = ["hello", "my card has not arrived yet, what should I do?", "re
 
 
 class Reference:
-    """The run's PyTorch model with the same preprocessing the API uses (api._load_for_inference)."""
+    """The run's PyTorch model through the Predictor, in fp32 on the CPU: what an fp32 graph must give."""
 
     def __init__(self, run):
-        from tunesmith.api import _load_for_inference
+        import torch
+
+        from tunesmith.predictor import Predictor
 
         self.run = run
-        self.model, self.tok, self.task = _load_for_inference(run)
-        self.model.eval()
-        self.max_length = int(run.recipe.get("max_length") or 128)
-        self.temperature = float(run.metrics.get("calibration", {}).get("temperature", 1.0))
+        self.predictor = Predictor.load(run, device=torch.device("cpu"), bf16=False)
+        p = self.predictor
+        self.model, self.tok, self.task = p.model, p.tok, p.task
+        self.max_length, self.temperature = p.max_length, p.temperature
 
     def texts(self, n: int) -> list[str]:
         """Sample rows from the run's own test (or train) file; built-in texts if neither is readable."""
-        from tunesmith.data.dataset import load_examples
-
         for key in ("test", "train"):
             path = self.run.recipe.get(key)
             try:
-                texts = load_examples(path, self.run.recipe.get("text_column"), None, self.task.name,
-                                      need_labels=False).examples.texts if path else []
+                texts = self.task.read_inputs(path, self.run.recipe.get("text_column"))[1] if path else []
             except Exception:
                 texts = []
             if texts:
@@ -45,28 +44,18 @@ class Reference:
                 return [texts[i] for i in sorted(idx)] + FALLBACK_TEXTS[2:3]  # one that must be truncated
         return FALLBACK_TEXTS
 
-    def probabilities(self, texts: list[str]) -> np.ndarray:
-        import torch
-
-        from tunesmith.evaluate.predict import encode, predict_logits
-
-        ids = encode(self.tok, texts, self.max_length)
-        logits = predict_logits(self.model, ids, self.tok.pad_token_id, 16, False, torch.device("cpu"))
-        return self.task.probabilities(logits, self.temperature)
+    def probabilities(self, texts: list[str], predictor=None) -> np.ndarray:
+        """Calibrated probabilities of the run's model, or of `predictor` (the same settings, another model)."""
+        return self.task.probabilities((predictor or self.predictor).outputs(texts), self.temperature)
 
 
 def check(ref: Reference, predict, tolerance: dict, n_rows: int) -> dict:
     texts = ref.texts(n_rows)
     want, got = ref.probabilities(texts), predict(texts)
-    if ref.task.name == "multilabel":
-        agree = float((ref.task.decide(want) == ref.task.decide(got)).all(axis=1).mean())
-        top = float(np.abs(want - got).mean())
-    else:
-        agree = float((want.argmax(1) == got.argmax(1)).mean())
-        rows = np.arange(len(want))
-        top = float(np.abs(want[rows, want.argmax(1)] - got[rows, want.argmax(1)]).mean())
-    res = {"n": len(texts), "max_abs_prob_diff": float(np.abs(want - got).max()), "mean_top_prob_diff": top,
-           "label_agreement": agree, "tolerance": tolerance}
+    agreement = ref.task.agreement(want, got)
+    agree = agreement["label_agreement"]
+    res = {"n": len(texts), "max_abs_prob_diff": float(np.abs(want - got).max()), **agreement,
+           "tolerance": tolerance}
     bad = [f"{k} {res[k]:.3g} > {v:g}" for k, v in tolerance.items() if k != "min_label_agreement"
            and not res[k] <= v]
     if agree < tolerance.get("min_label_agreement", 0):

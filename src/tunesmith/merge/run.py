@@ -10,8 +10,10 @@ from tunesmith.errors import TunesmithError
 from tunesmith.merge import build, models, sweep
 from tunesmith.merge.registry import METHODS
 from tunesmith.merge.spec import MergeSpec
-from tunesmith.run import (Run, artifact, discard, open_run, prepare_out, save_model, set_state, versions, write_json,
-                           write_recipe)
+from tunesmith.accel import run_device
+from tunesmith.predictor import Predictor, bf16_for
+from tunesmith.run import (Run, artifact, discard, inference_settings, open_run, prepare_out, save_model, set_state,
+                           versions, write_inference_settings, write_json, write_recipe)
 from tunesmith.tasks import get_task
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -70,16 +72,20 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
         + (f"; heads taken from the tuned model(s): {', '.join(sorted(lacks))}" if lacks else ""))
 
     src_run = open_run(tuned[0].run_dir) if tuned[0].run_dir else None
-    recipe = dict(src_run.recipe) if src_run else {"task": "single_label", "max_length": 128}
-    task_name = (src_run.metrics.get("task") if src_run else None) or recipe.get("task") or "single_label"
-    if task_name not in ("single_label", "multilabel"):
-        raise TunesmithError(f"{tuned[0].source}: task '{task_name}' runs cannot be merged here; merge classifier runs")
+    # a bare classifier folder (no run around it): what `tunesmith train` defaults to
+    recipe = dict(src_run.recipe) if src_run else {"task": "single_label", "max_length": 128, "bf16": "auto"}
+    settings = inference_settings(src_run) if src_run else recipe
+    task_name, max_length = settings["task"], settings["max_length"]
     task = get_task(task_name, labels)
+    if not task.mergeable:
+        raise TunesmithError(f"{tuned[0].source}: task '{task_name}' runs cannot be merged here; merge classifier runs")
     from tunesmith.models.load import load_tokenizer
 
     tok = load_tokenizer(str(tuned[0].model_dir))
-    max_length = int(recipe.get("max_length") or 128)
-    data = sweep.TaskData(eval_data, task, tok, max_length, recipe.get("text_column"),
+    device = run_device()
+    predictor = Predictor(task, model, tok, max_length=max_length, bf16=bf16_for(settings["bf16"], device),
+                          device=device)  # the merged model, scored in place at every point
+    data = sweep.TaskData(eval_data, predictor, recipe.get("text_column"),
                           recipe.get("label_column")) if eval_data else None
     retention = sweep.Retention(retention_data, tok, max_length) if retention_data else None
 
@@ -87,7 +93,7 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
         model.load_state_dict(build.merge_state(s, base_sd, tuned_sds, lacks))
         row = {}
         if data:
-            row.update({k: v for k, v in data.score(model).items() if k != "n"})
+            row.update({k: v for k, v in data.score().items() if k != "n"})
         if retention:
             row["retention"] = retention.score(model)
         return row
@@ -117,6 +123,8 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
         metrics["retention"] = {"kind": "sts_spearman", "file": retention.path, "n": len(retention.score_),
                                 "after": final["retention"]}
     save_model(model.to(DTYPES[spec.dtype]), tok, artifact(out, "model"))
+    # uncalibrated: a merge has no validation split to fit a temperature on
+    write_inference_settings(out / "model", task=task_name, max_length=max_length, temperature=1.0)
     recipe.update({"out": str(out)})
     provenance = {"versions": versions(), "merge": spec.model_dump(mode="json"), "base_path": base_path,
                   "tuned": [{"source": t.source, "run": str(t.run_dir) if t.run_dir else None,

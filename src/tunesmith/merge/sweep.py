@@ -1,11 +1,7 @@
 """Score a merged model on task data and on retention pairs; pick a sweep point; draw the trade-off."""
 from __future__ import annotations
 
-import numpy as np
-
-from tunesmith.data.dataset import check_known_labels, load_examples
 from tunesmith.errors import TunesmithError
-from tunesmith.evaluate.predict import encode, predict_logits
 from tunesmith.evaluate.retention import encoder_of, load_pairs, sts_spearman
 from tunesmith.models.embed import embed_with
 
@@ -26,16 +22,18 @@ def parse_sweep(s: str) -> list[float]:
 
 
 class TaskData:
-    def __init__(self, path, task, tok, max_length, text_column=None, label_column=None):
-        ex = load_examples(path, text_column, label_column, task.name).examples
-        check_known_labels(ex, task.labels, task.name, path,
-                           f"which the tuned model was not trained on; known labels: {', '.join(task.labels[:20])}")
-        self.task, self.path, self.pad = task, str(path), tok.pad_token_id
-        self.ids, self.y = encode(tok, ex.texts, max_length), task.targets(ex.labels).numpy().astype(int)
+    """Labelled task data, read and encoded once, scored at every sweep point by the Predictor holding the
+    merged model (its weights change in place between points)."""
 
-    def score(self, model) -> dict:
-        logits = predict_logits(model, self.ids, self.pad, 64)
-        return self.task.metrics(self.y, self.task.decide(self.task.probabilities(logits)))
+    def __init__(self, path, predictor, text_column=None, label_column=None):
+        texts, targets = predictor.task.read_labelled(path, text_column, label_column,
+                                                      known="which the tuned model was not trained on")
+        self.predictor, self.path, self.targets = predictor, str(path), targets
+        self.ids = predictor.encode(texts)[0]
+        self.y = targets.numpy()
+
+    def score(self) -> dict:
+        return self.predictor.task.score(self.predictor.forward(self.ids), self.targets, with_loss=False)
 
 
 class Retention:

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunesmith.accel import run_device
 from tunesmith.config import cache_root
-from tunesmith.evaluate.predict import encode
-from tunesmith.train.batching import collate, inference_batches
-from tunesmith.train.precision import autocast, use_bf16
+from tunesmith.data.batching import encode
+from tunesmith.data.batching import collate, inference_batches
+from tunesmith.accel.precision import autocast, use_bf16
 
 
 def cache_dir() -> Path:
@@ -35,12 +36,13 @@ _MODELS: dict[str, tuple] = {}  # model path → (encoder, tokenizer); loaded on
 
 
 def load_encoder(model_path: str):
+    """The untouched encoder on this process's device (its GPU where there is one), and its tokenizer."""
     if model_path not in _MODELS:
         from transformers import AutoModel
 
         from tunesmith.models.load import load_tokenizer
 
-        enc = AutoModel.from_pretrained(model_path).eval()
+        enc = AutoModel.from_pretrained(model_path).eval().to(run_device())
         _MODELS[model_path] = (enc, load_tokenizer(model_path))
     return _MODELS[model_path]
 
@@ -74,7 +76,7 @@ def embed(model_name: str, texts: list[str], max_length: int = 128, batch_size: 
         return np.load(f)
     model, tok = load_encoder(path)
     # bf16 rounding moves cosine similarities by ~1e-3: fine for audits and baselines.
-    vecs = embed_with(model, tok, texts, max_length, batch_size, use_bf16("auto", torch.device("cpu")))
+    vecs = embed_with(model, tok, texts, max_length, batch_size, use_bf16("auto", next(model.parameters()).device))
     if use_cache:
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_name(f.stem + ".tmp.npy")

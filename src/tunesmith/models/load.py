@@ -44,7 +44,8 @@ def resolve_max_length(requested: int | None, config, tokenizer, model_name: str
     return requested
 
 
-def load_classifier(model_name: str, labels: list[str], task: str, dtype=torch.float32, pooling: str = "auto"):
+def load_classifier(model_name: str, labels: list[str], multi_label: bool = False, dtype=torch.float32,
+                    pooling: str = "auto"):
     """Returns (model, tokenizer, path). Label names go into the config so pipelines show them.
 
     pooling "auto": the sentence vector the checkpoint declares (models/pooling.py); "native": the
@@ -56,7 +57,7 @@ def load_classifier(model_name: str, labels: list[str], task: str, dtype=torch.f
     config.num_labels = len(labels)
     config.id2label = {i: l for i, l in enumerate(labels)}
     config.label2id = {l: i for i, l in enumerate(labels)}
-    config.problem_type = "multi_label_classification" if task == "multilabel" else "single_label_classification"
+    config.problem_type = "multi_label_classification" if multi_label else "single_label_classification"
     if config.pad_token_id is None:
         config.pad_token_id = tok.pad_token_id
     with warnings.catch_warnings():

@@ -1,7 +1,3 @@
-"""Human-readable outputs of a run: report.html and MODEL_CARD.md."""
-
-
-def write_report(run_path):
-    from tunesmith.report.build import write_report as _write
-
-    return _write(run_path)
+"""Primitives of a run's human-readable outputs (report.html and MODEL_CARD.md): page, tables, charts,
+the model card. Each task draws its own report with them (tasks/*: `report`); pipeline.write_report
+writes them into the run folder."""

@@ -89,9 +89,10 @@ def audit_section(audit) -> str:
     return "<section><h2>Data audit</h2>" + "".join(parts) + "</section>"
 
 
-def render(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
+def render(name: str, m: dict, recipe_doc: dict, audit=None, cols=("accuracy", "macro_f1")) -> str:
+    """A classification run's page; `cols`: the test metrics its task shows."""
     metric = "macro_f1"
-    cols = ["accuracy", "macro_f1"] if m.get("task") != "multilabel" else ["micro_f1", "macro_f1", "subset_accuracy"]
+    cols = list(cols)
     comp = m.get("comparison") or {}
     tone = "" if comp.get("significant") else ("bad" if comp and comp["ci95"][1] < 0 else "meh")
     s = [f"<h1>tunesmith report: {escape(name)}</h1>",

@@ -1,23 +1,23 @@
-"""FastAPI app factory: /predict (or /generate for SFT runs), /health, /info, OpenAPI at /docs.
+"""FastAPI app factory: the task's route (POST `serve_route`: /predict, /generate, ...), /health, /info, OpenAPI
+at /docs. The task supplies that route's schema (tasks/base.py `serve_*`); this module never asks which task.
 
 Every error, whoever raises it (the guard, FastAPI, Starlette, the model), answers one JSON shape:
 {"error": {"code": "...", "message": "..."}} (422 adds "details"), and the OpenAPI schema says so.
 
-No `from __future__ import annotations` here: FastAPI must see the request models defined in
-create_app (their limits come from its arguments) as real classes, not strings."""
+No `from __future__ import annotations` here: FastAPI must see the task's request model (made in create_app:
+its limits come from create_app's arguments) as a real class, not a string."""
 
 import time
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass
 from http import HTTPStatus
-from typing import Annotated
 
 from fastapi import FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.security import HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from tunesmith.errors import TunesmithError
@@ -33,7 +33,7 @@ class Limits:
     max_chars: int = 10_000      # per text; longer texts are cut and flagged, never refused
     max_batch: int = 32          # texts per forward pass
     max_wait_ms: float = 5.0     # how long the first request of a batch waits for company
-    max_new_tokens: int = 256    # /generate
+    max_new_tokens: int = 256    # for tasks that generate: the most a request may ask for
     threads: int | None = None   # torch intra-op threads; 1 avoids OpenMP spin-waits on a shared, busy CPU
     max_queue: int | None = None        # texts waiting or in flight before 503; default 4 batches
     max_queue_bytes: int | None = None  # their UTF-8 bytes; default 8 KiB a text of max_queue (1 MiB at batch 32)
@@ -46,33 +46,6 @@ class Limits:
                 raise TunesmithError(f"--{k.replace('_', '-')} {v}: must be a whole number of at least 1")
         self.max_queue = self.max_queue or 4 * self.max_batch
         self.max_queue_bytes = self.max_queue_bytes or 8192 * self.max_queue
-
-
-class Prediction(BaseModel):
-    label: str = Field(description="predicted label (multilabel: labels joined by '|')")
-    labels: list[str]
-    score: float = Field(description="calibrated probability of the prediction")
-    scores: dict[str, float] = Field(description="calibrated probability of every label")
-    truncated: bool = Field(description="the text was longer than the model reads and was cut")
-
-
-class PredictResponse(BaseModel):
-    predictions: list[Prediction]
-    model: str
-    seconds: float
-
-
-class Generation(BaseModel):
-    text: str
-    tokens: int
-    stopped: bool
-    truncated: bool
-
-
-class GenerateResponse(BaseModel):
-    generations: list[Generation]
-    model: str
-    seconds: float
 
 
 class ValidationIssue(BaseModel):
@@ -124,7 +97,7 @@ def create_app(run_path, limits: Limits | None = None, *, token: str | None = No
     hosts = allow_hosts if isinstance(allow_hosts, HostCheck) else HostCheck(extra=allow_hosts or ())
     model = predictors.load(run_path)
     name = model.run.path.name
-    batcher = MicroBatcher(model, limits.max_batch, limits.max_wait_ms, limits.threads, limits.max_queue,
+    batcher = MicroBatcher(model.batch, limits.max_batch, limits.max_wait_ms, limits.threads, limits.max_queue,
                            limits.max_queue_bytes)
 
     @asynccontextmanager
@@ -203,44 +176,23 @@ def create_app(run_path, limits: Limits | None = None, *, token: str | None = No
                                    swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
                                    swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io
 
-    Texts = Annotated[list[StrictStr], Field(min_length=1, max_length=limits.max_texts)]
+    # The one task route. Its name gives the OpenAPI operation id and summary (/predict: predict_predict_post,
+    # "Predict"), as the hand-written routes before it did.
+    task, route = model.task, model.task.serve_route
+    RequestModel = task.serve_request(limits)
 
-    if model.kind == "classifier":
-        class PredictRequest(BaseModel):
-            model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": ["where is my card?"]}]})
-            texts: Texts
-
-        @app.post("/predict", response_model=PredictResponse, dependencies=auth, max_body_size=limits.max_body_bytes,
-                  responses=_responses(400, *denied, 413, 422, 503, 500))
-        async def predict(req: PredictRequest):
-            t0 = time.perf_counter()
-            cleaned = [predictors.clean(t, limits.max_chars) for t in req.texts]
-            preds = await batcher.submit([t for t, _ in cleaned], _nbytes(cleaned))
-            for p, (_, cut) in zip(preds, cleaned):
-                p["truncated"] = p["truncated"] or cut
-            return {"predictions": preds, "model": name, "seconds": round(time.perf_counter() - t0, 4)}
-    else:
-        class GenerateRequest(BaseModel):
-            model_config = ConfigDict(extra="forbid")
-            prompts: Texts
-            max_new_tokens: StrictInt | None = Field(None, ge=1, le=limits.max_new_tokens)
-
-        @app.post("/generate", response_model=GenerateResponse, dependencies=auth, max_body_size=limits.max_body_bytes,
-                  responses=_responses(400, *denied, 413, 422, 503, 500))
-        async def generate(req: GenerateRequest):
-            t0 = time.perf_counter()
-            n = req.max_new_tokens or min(model.default_new, limits.max_new_tokens)
-            cleaned = [predictors.clean(t, limits.max_chars) for t in req.prompts]
-            gens = await batcher.submit([(t, n) for t, _ in cleaned], _nbytes(cleaned))
-            for g, (_, cut) in zip(gens, cleaned):
-                g["truncated"] = g["truncated"] or cut
-            return {"generations": gens, "model": name, "seconds": round(time.perf_counter() - t0, 4)}
+    @app.post(route, name=route.strip("/").replace("/", "_"), response_model=task.serve_response(),
+              dependencies=auth, max_body_size=limits.max_body_bytes,
+              responses=_responses(400, *denied, 413, 422, 503, 500))
+    async def answer(req: RequestModel):
+        t0 = time.perf_counter()
+        items, cut = model.items(req, limits)
+        records = await batcher.submit(items, sum(len(t.encode("utf-8")) for t, _ in items))
+        for r, c in zip(records, cut):
+            r["truncated"] = r["truncated"] or c
+        return {**task.serve_body(records), "model": name, "seconds": round(time.perf_counter() - t0, 4)}
 
     return app
-
-
-def _nbytes(cleaned) -> int:
-    return sum(len(t.encode("utf-8")) for t, _ in cleaned)
 
 
 def swagger_ui_path():

@@ -1,9 +1,8 @@
-"""A run loaded for serving: classifier scores with the run's calibrated temperature (as api.predict)."""
+"""A run loaded for serving: the Predictor's records (api.predict's, with the run's calibrated temperature)
+behind the answer the task's serve schema describes (tasks/base.py `serve_*`: route, request, inputs, body)."""
 from __future__ import annotations
 
-import numpy as np
-
-from tunesmith.run import open_run
+from tunesmith.predictor import Predictor
 
 
 def clean(text: str, max_chars: int) -> tuple[str, bool]:
@@ -12,83 +11,39 @@ def clean(text: str, max_chars: int) -> tuple[str, bool]:
     return (text[:max_chars], True) if len(text) > max_chars else (text, False)
 
 
-class Classifier:
-    kind = "classifier"
+class Served:
+    """A run loaded for serving: its Predictor, behind the task's serve schema (tasks/base.py `serve_*`).
 
-    def __init__(self, run):
-        from tunesmith.api import _load_for_inference, device_for
-        from tunesmith.train.precision import use_bf16
+    The micro-batcher calls `batch` with (text, options) items of several requests; items that share
+    options share forward passes. Calling it answers texts like Predictor.records."""
 
-        self.run = run
-        self.model, self.tok, self.task = _load_for_inference(run)
-        self.device = device_for()
-        self.model.to(self.device).eval()
-        self.bf16 = use_bf16(run.recipe.get("bf16", "auto"), self.device)
-        self.max_length = int(run.recipe.get("max_length") or 128)
-        self.temperature = float(run.metrics.get("calibration", {}).get("temperature", 1.0))
+    def __init__(self, predictor: Predictor):
+        self.predictor, self.run, self.task = predictor, predictor.run, predictor.task
+        self.kind = self.task.kind  # the task's own word, shown by /info
 
-    def __call__(self, texts: list[str]) -> list[dict]:
-        from tunesmith.evaluate.predict import encode, predict_logits
+    def __call__(self, texts: list[str], **options) -> list[dict]:
+        return self.predictor.records(texts, **options)
 
-        ids = encode(self.tok, texts, self.max_length)
-        # A text that fills max_length may have been cut: only those are tokenized again in full.
-        full = [i for i, x in enumerate(ids) if len(x) >= self.max_length]
-        cut = set()
-        if full:
-            lens = self.tok([texts[i] for i in full], truncation=False)["input_ids"]
-            cut = {i for i, x in zip(full, lens) if len(x) > self.max_length}
-        logits = predict_logits(self.model, ids, self.tok.pad_token_id, 64, self.bf16, self.device)
-        probs = self.task.probabilities(logits, self.temperature)
-        decided = self.task.decide(probs)
-        out = []
-        for i, (p, d) in enumerate(zip(probs, decided)):
-            if self.task.name == "multilabel":
-                labels = [self.task.labels[j] for j in np.flatnonzero(d)]
-                score = float(p[d.astype(bool)].min()) if d.any() else float(1 - p.max())
-            else:
-                labels, score = [self.task.labels[int(d)]], float(p[int(d)])
-            out.append({"label": "|".join(labels), "labels": labels, "score": score,
-                        "scores": {l: float(v) for l, v in zip(self.task.labels, p)}, "truncated": i in cut})
-        return out
+    def items(self, req, limits) -> tuple[list[tuple[str, tuple]], list[bool]]:
+        """(the batcher's items of a request: (text cut to limits.max_chars, its options), which texts were cut)."""
+        texts, options = self.task.serve_inputs(req, limits, self.predictor.settings)
+        key = tuple(sorted(options.items()))
+        cleaned = [clean(t, limits.max_chars) for t in texts]
+        return [(t, key) for t, _ in cleaned], [cut for _, cut in cleaned]
 
-    def info(self) -> dict:
-        m = self.run.metrics
-        return {"task": self.task.name, "labels": self.task.labels, "max_length": self.max_length,
-                "temperature": self.temperature, "metrics": {k: m[k] for k in ("test", "validation") if k in m}}
-
-
-class Generator:
-    """SFT runs (task sft, model/ a causal LM): greedy generation via tunesmith.tasks.sft.Generator."""
-    kind = "generator"
-
-    def __init__(self, run):
-        from tunesmith.tasks.sft import Generator as SFTGenerator
-
-        self.run = run
-        self.gen = SFTGenerator(run.path)
-        self.max_length = self.gen.max_length
-        self.default_new = int(run.recipe.get("max_new_tokens") or 128)
-
-    def __call__(self, items: list[tuple[str, int]]) -> list[dict]:
-        from tunesmith.evaluate import sft_eval
-        from tunesmith.tasks.sft_data import render_prompt
-
-        g = self.gen
-        prompts = [render_prompt(g.tok, [{"role": "user", "content": p}]) for p, _ in items]
+    def batch(self, items: list[tuple[str, tuple]]) -> list[dict]:
+        """Records of (text, options) items in order: one Predictor call per distinct options in the batch
+        (requests may ask for different forward settings)."""
         out = [None] * len(items)
-        for n in {n for _, n in items}:  # one generate() call per max_new_tokens value in the batch
-            idx = [i for i, (_, m) in enumerate(items) if m == n]
-            gens = sft_eval.generate(g.model, g.tok, [prompts[i][-self.max_length:] for i in idx], n, g.bf16, g.device)
-            for i, r in zip(idx, gens):
-                out[i] = {**r, "truncated": len(prompts[i]) > self.max_length}
+        for key in dict.fromkeys(k for _, k in items):
+            idx = [i for i, (_, k) in enumerate(items) if k == key]
+            for i, r in zip(idx, self.predictor.records([items[i][0] for i in idx], **dict(key))):
+                out[i] = r
         return out
 
     def info(self) -> dict:
-        m = self.run.metrics
-        return {"task": "sft", "max_length": self.max_length, "max_new_tokens": self.default_new,
-                "metrics": {k: m[k] for k in ("after",) if k in m}}
+        return self.predictor.info()
 
 
-def load(run_path):
-    run = open_run(run_path)
-    return (Generator if run.metrics.get("task", run.recipe.get("task")) == "sft" else Classifier)(run)
+def load(run_path) -> Served:
+    return Served(Predictor.load(run_path))

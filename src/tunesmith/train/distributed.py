@@ -51,7 +51,7 @@ def launch(nproc: int, argv: list[str] | None = None) -> int:
     """Run `tunesmith <argv>` in `nproc` processes on this machine; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-           "--nproc-per-node", str(nproc), "-m", "tunesmith.train.distributed"]
+           "--nproc-per-node", str(nproc), "-m", "tunesmith.cli"]
     # The user's arguments travel in the environment: torch.distributed.run's own parser would
     # otherwise read --nproc, --log... as abbreviations of its options.
     env = {**os.environ, "TUNESMITH_ARGV": json.dumps(argv)}
@@ -59,10 +59,3 @@ def launch(nproc: int, argv: list[str] | None = None) -> int:
         # Share the cores instead of every process grabbing all of them (oversubscription thrashes).
         env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     return subprocess.call(cmd, env=env)
-
-
-if __name__ == "__main__":  # one process of `launch`
-    from tunesmith.cli import main
-
-    sys.argv = ["tunesmith", *json.loads(os.environ["TUNESMITH_ARGV"])]
-    main()

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tunesmith.accel.model_parts import embedding_modules
 from tunesmith.config import cache_root
 from tunesmith.train import heads
-from tunesmith.train.batching import collate, inference_batches
-from tunesmith.train.precision import autocast
+from tunesmith.data.batching import collate, inference_batches
+from tunesmith.accel.precision import autocast
 from tunesmith.train.strategies.layers import layer_stack, split_parameters
 
 STATS: Counter = Counter()  # computed / memory_hits / disk_hits: tests and `tune` count recomputations
@@ -224,21 +225,6 @@ class Replay:
     def __exit__(self, *exc):
         for mod in list(self.stack[:self.k]) + self.patched:
             mod.__dict__.pop("forward", None)
-
-
-def embedding_modules(model) -> list[torch.nn.Module]:
-    """The outermost modules registered before the layer stack that hold an embedding table (BERT:
-    `bert.embeddings`; GPT-2: `wte`, `wpe`; Llama: `embed_tokens`)."""
-    prefix, _ = layer_stack(model)
-    found = []
-    for name, mod in model.named_modules():
-        if name == prefix:
-            break
-        if not name or prefix.startswith(name + ".") or any(name.startswith(f + ".") for f, _ in found):
-            continue
-        if any(isinstance(m, torch.nn.Embedding) for m in mod.modules()):
-            found.append((name, mod))
-    return [m for _, m in found]
 
 
 def _zeros_forward(mod):

@@ -1,4 +1,4 @@
-"""One trial = one ordinary training run through tunesmith.api.train, on data prepared once per study.
+"""One trial = one ordinary training run through tunesmith.pipeline.train, on data prepared once per study.
 
 The test file is never opened here: data comes from prepare_data(with_test=False), and each trial's
 recipe has no test. Selection sees validation metrics only.
@@ -8,20 +8,22 @@ from __future__ import annotations
 import os
 import socket
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 
-from tunesmith import api
+from tunesmith import pipeline
 from tunesmith.config import Recipe
 from tunesmith.errors import TunesmithError
-from tunesmith.train.loop import Interrupted, _StopFlag
+from tunesmith.tasks import get_task_class
+from tunesmith.train.loop import Interrupted, StopFlag
 from tunesmith.tune.space import TuneSpace, length_choices, suggest
 
 HOST = socket.gethostname()
 
 
-class TrialStop(_StopFlag):
+class TrialStop(StopFlag):
     """Ctrl-C like the training loop's own flag, plus the study's deadline: both stop at a step boundary."""
 
     def __init__(self, deadline: float | None):
@@ -62,8 +64,12 @@ class Objective:
             raise TunesmithError("tune: val_fraction must be above 0; trials are compared on validation data")
         self.base, self.space, self.models, self.out, self.deadline = base, space, models, out, deadline
         self.on_trial = on_trial or (lambda *a, **k: None)
-        task, labels, tr, va, _, loaded = api.prepare_data(base, with_test=False)
-        self.prepared = (task, labels, tr, va, None, loaded)  # no --test: the held-out part stays unused too
+        # no --test: the held-out part stays unused too
+        self.prepared = replace(pipeline.prepare_data(base, with_test=False), test=None)
+        if not get_task_class(self.prepared.task).tunable:
+            raise TunesmithError(f"{base.train}: tune compares trials of classification tasks for now; the data is "
+                                 f"for task {self.prepared.task} (train it with `tunesmith train`)")
+        tr = self.prepared.train
         self.memo: dict = {}  # token ids per (model, max_length, split), shared by all trials here
         facts = {m: model_facts(m, tr.texts) for m in models}
         self.layers = {m: f[0] for m, f in facts.items()}
@@ -95,7 +101,7 @@ class Objective:
         recipe = self.base.model_dump(exclude={"train", "test", "out"})
         recipe.update(s, baselines=False, audit=False, out=str(folder))
         try:
-            run = api.train(self.base.train, prepared=self.prepared, memo=self.memo, overwrite=True,
+            run = pipeline.train(self.base.train, prepared=self.prepared, memo=self.memo, overwrite=True,
                             on_event=on_event, stop=stop, **recipe)
         except Interrupted:
             if stop.asked:
@@ -111,8 +117,8 @@ class Objective:
 
             trial.set_user_attr("settings", {**s, "epochs": len(values)})
             trial.set_user_attr("stopped", f"time budget after {len(values)} epochs")
-            _, labels, _, val, _, _ = self.prepared
-            if not decides(len(val) if val is not None else 0, len(labels)):
+            val = self.prepared.validation
+            if not decides(len(val) if val is not None else 0, len(self.prepared.labels)):
                 return float(values[-1])
             return float(min(values) if self.key == "loss" else max(values))
         return float(run.metrics["validation"][self.key])

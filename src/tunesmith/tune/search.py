@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field, field_serializer
 from rich.console import Console
 from rich.live import Live
 
-from tunesmith import api
+from tunesmith import pipeline
 from tunesmith.config import make_recipe
 from tunesmith.errors import TunesmithError
 from tunesmith.redact import redact_url
@@ -241,11 +241,11 @@ def final_run(best, base, dest: Path, on_event=None) -> dict:
         # The finished trial becomes a run to finish: with the test file and the epochs it completed recorded,
         # --resume's checks of data and settings pass, and no epoch runs again.
         reopen(dest, test=base.test, epochs=settings["epochs"])
-        run = api.train(base.train, config=str(dest / RECIPE), resume=True, on_event=on_event, **settings)
+        run = pipeline.train(base.train, config=str(dest / RECIPE), resume=True, on_event=on_event, **settings)
     else:  # the winner ran on another machine: same recipe, same seed, here
         recipe = base.model_dump(exclude={"train", "out"})
         recipe.update(best.user_attrs["settings"], **settings)
-        run = api.train(base.train, on_event=on_event, **recipe)
+        run = pipeline.train(base.train, on_event=on_event, **recipe)
     return {"trial": best.number, "run": str(dest), "settings": best.user_attrs["settings"],
             "validation": run.metrics.get("validation"), "test": {k: v for k, v in run.metrics.get("test", {}).items()
                                                                     if not isinstance(v, (dict, list))}}

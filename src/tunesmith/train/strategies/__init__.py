@@ -16,12 +16,15 @@ def parse(spec: str) -> tuple[str, int | None]:
     return name, (int(arg) if arg else None)
 
 
-def apply(model, spec: str, recipe):
+def apply(model, spec: str, recipe, peft_task_type: str = "SEQ_CLS"):
+    """`peft_task_type`: the task's (tasks/base.Task.peft_task_type), for LoRA's wrapper and saved head."""
     name, k = parse(spec)
     if name == "freeze":
         n = num_layers(model)
         if k > n:
             raise TunesmithError(f"--strategy freeze:{k}: the model has only {n} layers; use freeze:0 to freeze:{n}")
+    if name == "lora":
+        return lora.apply(model, k, recipe, peft_task_type)
     return STRATEGIES[name].apply(model, k, recipe)
 
 

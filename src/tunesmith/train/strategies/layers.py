@@ -1,19 +1,7 @@
 """Find the embeddings and the stack of transformer layers in any HF architecture, generically."""
 from __future__ import annotations
 
-import torch.nn as nn
-
-
-def layer_stack(model) -> tuple[str, nn.ModuleList]:
-    """The ModuleList of transformer blocks: the longest ModuleList in the backbone."""
-    best = None
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) > 0 and "lora" not in name:
-            if best is None or len(mod) > len(best[1]):
-                best = (name, mod)
-    if best is None:
-        raise ValueError(f"cannot find the transformer layers of {type(model).__name__}")
-    return best
+from tunesmith.accel.model_parts import layer_stack  # defined in accel, the lowest layer, which needs it too
 
 
 def num_layers(model) -> int:

@@ -20,10 +20,10 @@ def target_modules(model) -> list[str]:
     return found
 
 
-def apply(model, k, recipe):
+def apply(model, k, recipe, task_type: str = "SEQ_CLS"):
     from peft import LoraConfig, TaskType, get_peft_model
 
-    cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
+    cfg = LoraConfig(task_type=getattr(TaskType, task_type), r=recipe.lora_r, lora_alpha=recipe.lora_alpha,
                      lora_dropout=recipe.lora_dropout,
                      target_modules=recipe.lora_target_modules or target_modules(model))
-    return get_peft_model(model, cfg)  # SEQ_CLS puts the classifier head in modules_to_save
+    return get_peft_model(model, cfg)  # SEQ_CLS / TOKEN_CLS put the classifier head in modules_to_save

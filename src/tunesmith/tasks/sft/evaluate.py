@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from tunesmith.tasks.sft_data import IGNORE, SFTData, prompt_text, render_prompt
-from tunesmith.train.batching import collate, inference_batches
-from tunesmith.train.precision import autocast
+from tunesmith.tasks.sft.data import IGNORE, SFTData, prompt_text, render_prompt
+from tunesmith.data.batching import collate, inference_batches
+from tunesmith.accel.precision import autocast
 
 SHORT_ANSWER_WORDS = 10  # exact match is only meaningful where references are this short
 

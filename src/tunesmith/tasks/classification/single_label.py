@@ -6,14 +6,15 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import accuracy_score, f1_score
 
+from tunesmith.tasks.classification.inference import ClassifierInference
+from tunesmith.tasks.classification.task import Classification
 
-class SingleLabel:
+
+class SingleLabel(ClassifierInference, Classification):
     name = "single_label"
     main_metric = "macro_f1"
-
-    def __init__(self, labels: list[str]):
-        self.labels = labels
-        self.index = {l: i for i, l in enumerate(labels)}
+    multi_label = False
+    summary_columns = ("accuracy", "macro_f1")  # the test metrics tables show
 
     def targets(self, labels) -> torch.Tensor:
         return torch.tensor([self.index[l] for l in labels], dtype=torch.long)

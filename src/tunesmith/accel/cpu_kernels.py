@@ -1,18 +1,19 @@
 """Hand-written CPU kernels (cpu_kernels.c), compiled on first use and cached per machine.
 
 Why by hand: two hot spots of bf16 training on CPU have no single torch op.
-- AdamW from bf16 gradients into fp32 masters (train/master_weights.py). torch's fused AdamW wants fp32
+- AdamW from bf16 gradients into fp32 masters (accel/master_weights.py). torch's fused AdamW wants fp32
   gradients, so it took five passes a step: gather and cast the gradients, their norm, the update, the
   copy back to bf16. Here the kernels read each weight's bf16 gradient where autograd left it, one pass
   for the norm and one for the update: ~300 MB a MiniLM step instead of ~520, and the optimizer side
   went from ~28 to ~12 ms a step (batch 32).
-- Dropout (train/fast_dropout.py): torch's CPU `bernoulli_` draws one Mersenne-Twister number per
+- Dropout (accel/fast_dropout.py): torch's CPU `bernoulli_` draws one Mersenne-Twister number per
   element on one thread (1.3 ms for a (32, 17, 384) mask); counter-based SplitMix64 on all threads,
   applied in the same pass, takes ~0.1 ms, and the backward draws the mask again instead of storing it.
 Why C through ctypes, not numba: numba's import and LLVM cost ~250 MB of resident memory, which put peak
 memory above the Trainer's. gcc/clang compile this in ~0.5 s; the library is cached under
 $TUNESMITH_CACHE/kernels keyed by source, compiler and CPU. Without a C compiler `lib()` is None and
-callers use plain torch (slower, same arithmetic).
+callers use plain torch (slower, same arithmetic). TUNESMITH_CPU_KERNELS=off does the same on purpose; it
+leaves lazy rows and the malloc settings on: TUNESMITH_ENGINE=plain turns everything off (accel/__init__.py).
 """
 from __future__ import annotations
 

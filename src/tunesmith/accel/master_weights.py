@@ -4,7 +4,7 @@ Why by hand: under autocast every Linear weight is cast to bf16 in each forward 
 back to fp32 in each backward (~80 casts a MiniLM step), and activations go back and forth between fp32
 LayerNorm outputs and bf16 matmuls. Here the trainable Linear weights and biases are computed with from
 one flat bf16 buffer, so activations stay bf16 end to end, while their fp32 masters live in one flat fp32
-buffer that checkpoints save. Per optimizer step one compiled kernel (train/cpu_kernels.py) reads the
+buffer that checkpoints save. Per optimizer step one compiled kernel (accel/cpu_kernels.py) reads the
 bf16 gradients where autograd left them, updates the fp32 masters and their AdamW moments and writes
 the bf16 copy, instead of the per-tensor casts. MiniLM, batch 32, bench_train's data: 135 -> 119
 ms a step with torch's AdamW on an fp32 copy of the gradients, -12 ms more with the fused kernel.
@@ -29,8 +29,9 @@ from torch import nn
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 from transformers.models.bert.modeling_bert import eager_attention_forward
 
-from tunesmith.train import cpu_kernels
-from tunesmith.train.feature_cache import embedding_modules
+from tunesmith.accel import cpu_kernels
+from tunesmith.accel.handle import NoMasters
+from tunesmith.accel.model_parts import embedding_modules
 
 
 def applicable(model, device: torch.device, bf16: bool, distributed: bool) -> bool:
@@ -322,25 +323,12 @@ def _to_bf16(module, args, out):
     return out.to(torch.bfloat16) if isinstance(out, torch.Tensor) and out.is_floating_point() else out
 
 
-class _Off:
-    """Stands in when master weights are off: the loop calls the same methods either way."""
-
-    def computing(self):
-        return contextlib.nullcontext()
-
-    def gather_grads(self):
-        pass
-
-    def for_optimizer(self):
-        return None
-
-
 @contextlib.contextmanager
 def use(model, opt, on: bool):
     """MasterWeights for the duration when `on` and some trainable parameter is a Linear's, else a no-op."""
     mw = MasterWeights(model, opt) if on else None
     try:
-        yield mw if mw else _Off()
+        yield mw if mw else NoMasters()
     finally:
         if mw is not None:
             mw.close()

@@ -2,7 +2,7 @@
 
 Why by hand: torch's CPU `bernoulli_` draws one Mersenne-Twister number per element on one thread. In
 MiniLM's training forward (batch 32, ~20 tokens) that is 1.3 ms per dropout call, 20 calls per step:
-dropout alone was 27 of the 64 ms forward. Here one compiled pass (train/cpu_kernels.py), on all
+dropout alone was 27 of the 64 ms forward. Here one compiled pass (accel/cpu_kernels.py), on all
 threads, draws SplitMix64 at each element's index (counter-based: the same mask whatever the thread
 count), keeps the element when the top 32 bits >= p * 2^32 and writes it scaled or zeroed; the backward
 is the same pass over the gradient with the same seed, so no mask is stored. A (32, 17, 384) dropout
@@ -25,7 +25,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
 
-from tunesmith.train import cpu_kernels
+from tunesmith.accel import cpu_kernels
 
 NAME = "tunesmith_sdpa"
 
@@ -117,9 +117,14 @@ def _additive(mask, shape, dtype):
     return add
 
 
-AttentionInterface.register(NAME, attention)
-AttentionMaskInterface.register(NAME, sdpa_mask)  # same masks as SDPA
-assert NAME in ALL_MASK_ATTENTION_FUNCTIONS
+@functools.cache
+def register() -> None:
+    """Adds `attention` to transformers' attention registry under NAME. Called when the CPU engine is first
+    made (accel.for_device) or enabled, not on import: importing tunesmith leaves transformers' global
+    registry as it was, and under TUNESMITH_ENGINE=plain it never holds this function."""
+    AttentionInterface.register(NAME, attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)  # same masks as SDPA
+    assert NAME in ALL_MASK_ATTENTION_FUNCTIONS
 
 
 def _configs(model):
@@ -137,6 +142,7 @@ def enabled(model, on: bool = True):
     if not on or cpu_kernels.lib() is None:
         yield
         return
+    register()
     drops = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
     configs = [c for c in _configs(model) if getattr(c, "_attn_implementation", None) == "sdpa"]
     for m in drops:

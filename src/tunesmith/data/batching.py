@@ -42,3 +42,7 @@ def collate(ids: list[list[int]], pad_id: int, padding_side: str = "right") -> d
     input_ids = np.full((len(ids), n), pad_id, dtype=np.int64)
     input_ids[mask] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lens.sum()))
     return {"input_ids": torch.from_numpy(input_ids), "attention_mask": torch.from_numpy(mask.astype(np.int64))}
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
+    return tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]

@@ -6,15 +6,20 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
+from tunesmith.tasks.classification.inference import ClassifierInference
+from tunesmith.tasks.classification.task import Classification
 
-class MultiLabel:
+
+class MultiLabel(ClassifierInference, Classification):
     name = "multilabel"
     main_metric = "macro_f1"
+    multi_label = True
+    summary_columns = ("micro_f1", "macro_f1", "subset_accuracy")  # the test metrics tables show
     threshold = 0.5
 
-    def __init__(self, labels: list[str]):
-        self.labels = labels
-        self.index = {l: i for i, l in enumerate(labels)}
+    @classmethod
+    def detect(cls, recipe) -> str | None:
+        return None  # --task auto: single_label's prepare() reads the label column and decides
 
     def targets(self, labels) -> torch.Tensor:
         y = torch.zeros(len(labels), len(self.labels))
