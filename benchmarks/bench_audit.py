@@ -16,11 +16,14 @@ from pathlib import Path
 
 import torch
 
+from _machine import cpu_line  # noqa: E402  (one definition for every benchmark)
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data" / "intents" / "train.csv"
 
 
 def main():
+    print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
     os.environ["TUNESMITH_CACHE"] = tempfile.mkdtemp(prefix="bench-audit-")  # cold: the embedding pass counts
     from tunesmith.audit import audit
 

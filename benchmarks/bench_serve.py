@@ -19,6 +19,8 @@ import sys
 from tunesmith.serve.app import Limits, create_app
 from tunesmith.serve.runner import load_test, running
 
+from _machine import cpu_line  # noqa: E402  (one definition for every benchmark)
+
 FALLBACK = ["where is my card?", "I was charged twice for one payment", "how do I reset my passcode",
             "my transfer has not arrived", "can I get a refund for this purchase", "the app will not let me log in"]
 
@@ -45,6 +47,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, help="torch threads in the server (default: torch's own)")
     ap.add_argument("--json", help="also write the figures here")
     a = ap.parse_args(argv)
+    print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
     app = create_app(a.run, Limits(max_wait_ms=a.max_wait_ms, threads=a.threads))
     from tunesmith.run import open_run
 

@@ -17,6 +17,8 @@ import os
 import time
 from pathlib import Path
 
+from _machine import cpu_line  # noqa: E402  (one definition for every benchmark)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -95,6 +97,7 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
     args = ap.parse_args()
+    print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
 
     import torch
 

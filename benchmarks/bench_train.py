@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_line  # noqa: E402  (one definition for every benchmark)
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BATCH, MAXLEN, LR, SEED = 32, 128, 5e-5, 42
@@ -145,6 +147,7 @@ def main():
     ap.add_argument("--args", nargs="*")
     ap.add_argument("--work", help="work folder; steps whose results are there already are not rerun")
     a = ap.parse_args()
+    print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
     if a.child == "trainer":
         return child_trainer(a.args[0], a.args[1], a.args[2], int(a.args[3]))
     if a.child == "predict":

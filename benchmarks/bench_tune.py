@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _machine import cpu_line  # noqa: E402  (one definition for every benchmark)
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
@@ -142,6 +144,7 @@ def main():
     ap.add_argument("--out", type=Path, default=None, help="keep the tune folder here (default: a temp folder)")
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
+    print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
 
     work = Path(tempfile.mkdtemp(prefix="bench-tune-"))
     train = subsample(a.data / "train.csv", a.train_rows, work / "train.csv", a.seed)

@@ -25,7 +25,7 @@ def front_matter(name: str, m: dict, recipe: dict) -> dict:
                 **({"args": {"ci95": [round(x, 4) for x in ci[k]]}} if k in ci else {})}
                for k in ("accuracy", "macro_f1", "micro_f1") if isinstance(t.get(k), float)]
     doc = {"library_name": "transformers", "pipeline_tag": "text-classification",
-           "tags": ["tunesmith", "text-classification", m.get("task", "single_label")]}
+           "tags": ["tunesmith", "text-classification", m.get("task", "text-classification")]}
     base = _base_model(recipe.get("model", ""))
     if base:
         doc["base_model"] = base
@@ -44,7 +44,7 @@ def render(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
     cols = [c for c in ("accuracy", "macro_f1", "micro_f1") if isinstance(t.get(c), float)]
     L = ["---", yaml.safe_dump(front_matter(name, m, recipe), sort_keys=False, allow_unicode=True).strip(), "---", "",
          f"# {name}", "",
-         f"A {m.get('task', 'single_label').replace('_', '-')} text classifier fine-tuned from `{recipe.get('model')}` "
+         f"A {str(m.get('task', '')).replace('_', '-')} text classifier fine-tuned from `{recipe.get('model')}` "
          f"with tunesmith (strategy `{recipe.get('strategy')}`, "
          f"{len(m.get('labels', []))} labels).", "",
          f"**Verdict:** {m.get('verdict', '-')}", "",

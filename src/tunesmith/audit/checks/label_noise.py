@@ -44,7 +44,7 @@ def run(data: AuditData) -> Finding:
     t = data.train
     if t.label_column is None:
         return Finding(NAME, "ok", details={"skipped": "no label column"})
-    multi = data.task == "multilabel"
+    multi = any(isinstance(ls, (list, tuple)) for ls in t.labels)  # label sets per row (pipe-separated)
     names = sorted({l for ls in t.labels for l in (ls if multi else [ls])})
     counts = {c: sum(c in (ls if multi else [ls]) for ls in t.labels) for c in names}
     classes = [c for c in names if counts[c] >= MIN_ROWS]
