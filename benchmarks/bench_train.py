@@ -14,30 +14,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from _children import stepper  # noqa: E402
 from _machine import cpu_line  # noqa: E402  (one definition for every benchmark)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 BATCH, MAXLEN, LR, SEED = 32, 128, 5e-5, 42
-
-
-def popen_rss(args: list[str], env=None) -> tuple[float, float]:
-    # communicate() reaps the child, so wait4 has to do the waiting itself.
-    t = time.perf_counter()
-    p = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    err = p.stderr.read()
-    _, status, usage = os.wait4(p.pid, 0)
-    p.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - t
-    if p.returncode:
-        sys.exit(f"child failed ({p.returncode}): {' '.join(args)}\n{err.decode()[-3000:]}")
-    return wall, usage.ru_maxrss / 1024
 
 
 def bf16_peak() -> float:
@@ -168,14 +155,7 @@ def main():
           f"max length {MAXLEN}, lr {LR}; bf16 matmul peak {peak / 1e9:.0f} GFLOP/s; "
           f"{os.cpu_count()} CPUs; load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
 
-    def step(name, args, result):
-        """Run a child unless its result is in the work folder already; (wall, rss) kept beside it."""
-        f = work / f"{name}.timing.json"
-        if not (f.exists() and result.exists()):
-            wall, rss = popen_rss(args, env)
-            f.write_text(json.dumps([wall, rss]))
-            print(f"{name}: {wall:.1f}s wall, {rss:.0f} MiB peak", flush=True)
-        return json.loads(f.read_text())
+    step = stepper(work, env)
 
     ts_out, head_out = work / "ts_full", work / "ts_head"
     wall_ts, rss_ts = step("tunesmith_full", tunesmith_cmd(sample, test, ts_out, a.epochs, "full", LR),

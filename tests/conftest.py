@@ -134,3 +134,25 @@ class StopAfter:
     def on_event(self, kind, **kw):
         if kind == "step" and kw["epoch"] == self.epoch and kw["batch"] == self.batch:
             self.requested = True
+
+
+def run_cli(args, capsys, monkeypatch) -> tuple[int, str, str]:
+    """`tunesmith ARGS` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from tunesmith import cli
+
+    monkeypatch.setattr(sys, "argv", ["tunesmith", *map(str, args)])
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    cap = capsys.readouterr()
+    return e.value.code, cap.out, cap.err
+
+
+def one_line_error(code, err) -> str:
+    """The single `error:` line of a refused command (exit 2, no traceback)."""
+    assert code == 2, err
+    assert "Traceback" not in err
+    errors = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(errors) == 1, err
+    return errors[0]

@@ -430,6 +430,8 @@ def tune(
     workers: int = typer.Option(1, help="worker processes on this machine"),
     config: Optional[Path] = typer.Option(None, help="recipe file; its `tune:` section narrows/widens the space"),
     engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
+    track: Optional[str] = typer.Option(None, help="none | mlflow: the study a parent run, each trial a nested "
+                                                   "child (MLFLOW_TRACKING_URI; --workers > 1 needs a server)"),
 ):
     """Search strategy, hyperparameters and base model under a budget; the winner is a normal run folder."""
     use_engine(engine)
@@ -445,7 +447,8 @@ def tune(
     args = TuneArgs(train=str(data), test=str(test) if test else None,
                     models=[m.strip() for m in models.split(",") if m.strip()] if models else None,
                     seconds=parse_time(time), trials=trials, metric=metric, out=str(out or default_out(str(data))),
-                    storage=storage, study=study, workers=workers, config=str(config) if config else None)
+                    storage=storage, study=study, workers=workers, config=str(config) if config else None,
+                    track=track)
     reporter = ProgressReporter()
     try:
         doc = run_tune(args, console, on_event=reporter)
@@ -461,6 +464,89 @@ def tune(
         out_console.print(metrics_table(f"winner: trial {w['trial']} ({w['settings']['strategy']}), test",
                                         {"winner": w.get("test", {})}))
     out_console.print(f"tune folder: {args.out}  (tune.json, tune_report.html; winner run folder: {w.get('run', '-')})")
+
+
+@app.command()
+def runs(folder: Path = typer.Argument(Path("runs"), help="folder holding run folders (searched below it)"),
+         sort: str = typer.Option("date", help="column to sort by: run, state, task, model, strategy, data, test, "
+                                               "baseline, verdict, wall, date (or a recipe field: seed, lr, ...)"),
+         reverse: bool = typer.Option(False, help="sort descending"),
+         filters: Optional[list[str]] = typer.Option(None, "--filter", help="KEY=VALUE, repeatable: a column or "
+                                                    "recipe field (task=single_label, model=minilm, seed=1, "
+                                                    "state=unfinished); text matches as a substring"),
+         json_out: bool = typer.Option(False, "--json", help="print the rows as JSON instead of a table")):
+    """List the run folders under a folder: task, model, data fingerprint, test metric, baseline, verdict."""
+    import json
+
+    from tunesmith.compare.runs import json_rows, list_runs, runs_table
+
+    rows = list_runs(folder, sort=sort, reverse=reverse, filters=filters or ())
+    if json_out:
+        out_console.print_json(json.dumps(json_rows(rows), default=str))
+        return
+    if not rows:
+        out_console.print(f"no run folders under {folder}" + (" match the filters" if filters else ""), highlight=False)
+        return
+    done = sum(r["state"] == "finished" for r in rows)
+    out_console.print(runs_table(rows, f"{len(rows)} runs under {folder} ({done} finished)"))
+
+
+@app.command()
+def compare(run: list[Path] = typer.Argument(..., help="run folders: the first is the reference"),
+            out: Optional[Path] = typer.Option(None, help="compare.html path or folder (default: beside the first "
+                                                          "run, compare-<a>-<b>.html)"),
+            overwrite: bool = typer.Option(False, help="replace an existing --out file"),
+            resamples: int = typer.Option(1000, min=100, help="bootstrap resamples of the test rows"),
+            seed: int = typer.Option(0, help="seed of the resampling"),
+            json_out: bool = typer.Option(False, "--json", help="print the comparison as JSON instead of tables")):
+    """Are these runs comparable (same test data), and is the difference real? Paired bootstrap, compare.html."""
+    import json
+
+    from tunesmith.compare.page import write_compare
+    from tunesmith.compare.pairwise import compare_runs, resolve_out
+
+    if len(run) < 2:
+        raise TunesmithError("compare needs two run folders or more: tunesmith compare RUN_A RUN_B")
+    page_path = resolve_out(run, out, overwrite)  # refused before any work
+    doc = compare_runs(run, n_boot=resamples, seed=seed)
+    write_compare(doc, page_path)
+    if json_out:
+        out_console.print_json(json.dumps({k: v for k, v in doc.items() if k != "recipes"}, default=str))
+        console.print(f"wrote {page_path}", highlight=False, soft_wrap=True)
+        return
+    t = Table(title=f"test metrics ({doc['n']} rows, {doc['data']['how']})")
+    t.add_column("run")
+    for c in doc["metrics"]:
+        t.add_column(f"{c} [95% CI]", justify="right")
+    for r in doc["runs"]:
+        t.add_row(r["name"], *[(f"{r['scores'][c]:.4f}" + (f" [{r['ci95'][c][0]:.3f}, {r['ci95'][c][1]:.3f}]"
+                                                             if r["ci95"].get(c) else "")) for c in doc["metrics"]])
+    out_console.print(t)
+    if doc["recipe_differences"]:
+        out_console.print("recipe differences (" + " | ".join(r["name"] for r in doc["runs"]) + "):", highlight=False)
+    for d in doc["recipe_differences"]:
+        out_console.print(f"  {d['setting']}: " + " | ".join(str(v) for v in d["values"]), highlight=False)
+    for p in doc["pairs"]:
+        out_console.print(p["verdict"], highlight=False, soft_wrap=True)
+    out_console.print(f"wrote {page_path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def track(folder: Path = typer.Argument(..., help="finished run folder, or tune folder"),
+          force: bool = typer.Option(False, help="upload a run again even if it is tracked already")):
+    """Log a finished run (or a tune with its trials) to MLflow: one trained without --track mlflow, or whose
+    tracker was down. MLFLOW_TRACKING_URI, else the SQLite store beside the runs (runs/mlflow.db)."""
+    from tunesmith.tracking.record import TUNE_ARGS
+
+    if (folder / TUNE_ARGS).exists():
+        from tunesmith.tune.search import track_tune
+
+        line = track_tune(folder)
+    else:
+        from tunesmith.tracking import upload
+
+        line = upload(folder, force=force)
+    out_console.print(line, highlight=False, soft_wrap=True)
 
 
 ARGV_ENV = "TUNESMITH_ARGV"  # train/distributed.launch: the arguments of each --nproc process, as JSON

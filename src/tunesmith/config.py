@@ -111,6 +111,9 @@ class Recipe(BaseModel):
     strict: bool = setting(False, "output", "refuse to train while the audit finds errors")
     baselines: bool = setting(True, "output", "measure the baselines too")
     keep_checkpoints: bool = setting(False, "output", "keep checkpoint/last.pt and best.pt after success")
+    track: Literal["none", "mlflow"] = setting("none", "output", "log the finished run to an experiment tracker: "
+                                               "none | mlflow (MLFLOW_TRACKING_URI, default sqlite:///<runs folder>"
+                                               "/mlflow.db)")
 
     @field_validator("strategy")
     @classmethod

@@ -24,12 +24,8 @@ from tunesmith.run import (RECIPE, Run, artifact, check_out, check_resumable, ch
                            write_json, write_recipe, write_text_atomic)
 from tunesmith.run import provenance as run_provenance
 from tunesmith.tasks import detection_order, get_task_class
-from tunesmith.tasks.base import BASELINES, Prepared
+from tunesmith.tasks.base import BASELINES, Prepared, say
 from tunesmith.train import distributed
-
-
-def _say(on_event, msg):
-    on_event("info", message=msg)
 
 
 # ---- stage: the recipe and the task ------------------------------------------------------------------------------
@@ -54,7 +50,7 @@ def choose_task(recipe: Recipe, on_event):
             if why is not None:  # "": the task decides in prepare() (classification: single or multi label)
                 cls = c
                 if why:
-                    _say(on_event, why)
+                    say(on_event, why)
                     recipe = recipe.model_copy(update={"task": c.name})
                 break
     cls = cls or get_task_class(recipe.task)
@@ -101,7 +97,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if resume:  # every rank: the run's own settings come back with it (read only)
         recipe = check_resume(out, recipe)  # data and settings: before anything of the run is rewritten
     if resume and is_finished(out):  # every --nproc rank stops here alike
-        _say(on_event, f"{out}: the run is already finished, nothing to resume (--overwrite trains it again)")
+        say(on_event, f"{out}: the run is already finished, nothing to resume (--overwrite trains it again)")
         return open_run(out) if main else Run(out, {}, {})
 
     # stage: prepare data
@@ -138,7 +134,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         provenance = run_provenance(recipe, model_path=model_path, device=device.type, bf16=bf16,
                                     engine=for_device(device, bf16).name, rows=n, **data.info)
         write_recipe(out, recipe, provenance)
-        _say(on_event, f"{n['train']} train / {n['validation']} validation / {n['test']} test rows, "
+        say(on_event, f"{n['train']} train / {n['validation']} validation / {n['test']} test rows, "
                        f"{task.describe()}model {recipe.model}, strategy {recipe.strategy}, "
                        f"{'bf16' if bf16 else 'fp32'} on {device.type}")
     ckpt = artifact(out, "checkpoint") if main else out / "checkpoint"
@@ -200,6 +196,10 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
                              **task.inference_settings(metrics))
     write_report(out)
     finish(out, recipe, on_event)
+    if recipe.track != "none":  # once the run is complete on disk: a tracker's failure costs one line, not the run
+        from tunesmith.tracking import track_finished
+
+        track_finished(out, recipe.track, on_event)
     on_event("done", out=str(out), test=metrics["test"])
     return Run(out, metrics, recipe.model_dump(mode="json"))
 

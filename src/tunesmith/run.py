@@ -6,6 +6,7 @@ RUN/
   recipe.yaml      fully resolved settings + provenance (versions, data fingerprints)
   metrics.json     test/validation metrics, history, baselines, timings
   checkpoint/      resume state (last.pt, best.pt; dropped after success unless keep_checkpoints)
+  tracking.json    --track mlflow: the MLflow run it was logged as, or why not yet (tracking/record.py)
   .tunesmith-run.json   the marker: run id, state (training | finished), the names the run created
 
 Only a folder with the marker is a run folder, and --overwrite deletes only the names the marker lists (and
@@ -34,7 +35,7 @@ RECIPE = "recipe.yaml"
 MARKER = ".tunesmith-run.json"  # written only by tunesmith: what makes a folder a run folder
 # Every top-level name a run may create (train, sft, merge, report, export); --overwrite deletes nothing else.
 RUN_FILES = frozenset({"model", "adapter", RECIPE, "metrics.json", "audit.json", "report.html", "MODEL_CARD.md",
-                       "checkpoint", "sweep.csv", "sweep.png", "export", MARKER})
+                       "checkpoint", "sweep.csv", "sweep.png", "export", "tracking.json", MARKER})
 TMP_RE = re.compile(r"^(?P<name>.+)\.tmp-[0-9a-f]{8}$")  # tunesmith's own temporary names
 # Settings that change what training computes: --resume refuses when one differs from the run's.
 TRAINING_FIELDS = ("task", "text_column", "label_column", "val_fraction", "test_fraction", "model", "max_length",

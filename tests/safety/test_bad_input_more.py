@@ -11,7 +11,7 @@ from tunesmith import cli
 from tunesmith.config import make_recipe
 from tunesmith.data.dataset import load_examples
 
-from conftest import make_tiny_model, toy_rows, write_csv
+from conftest import make_tiny_model, one_line_error, toy_rows, write_csv
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,6 @@ def run_cli(args, capsys, monkeypatch):
         code = e.code or 0
     cap = capsys.readouterr()
     return code, cap.out, cap.err
-
-
-def one_line_error(code, err) -> str:
-    assert code == 2, err
-    assert "Traceback" not in err
-    errors = [l for l in err.splitlines() if l.startswith("error:")]
-    assert len(errors) == 1, err
-    return errors[0]
 
 
 # --- item 10: tracebacks instead of one line -------------------------------------------------------

@@ -36,12 +36,21 @@ def _instructions(tmp_path):
     return p, ["say the colour number 99"]
 
 
+def _entities(tmp_path):
+    rows = [{"tokens": ["we", "met", n, "in", c], "tags": ["O", "O", "B-person", "O", "B-location"]}
+            for n, c in zip(["alice", "bob", "carol"] * 20, ["paris", "tokyo", "lima", "oslo"] * 15)]
+    p = tmp_path / "ner.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p, ["alice flew to paris", "a text of no entity"]
+
+
 # name → (tiny architecture, data writer, settings for one optimizer step)
 CASES = {
     "single_label": ("bert", lambda t: _classification(t, False), dict(batch_size=64, max_length=32)),
     "multilabel": ("bert", lambda t: _classification(t, True), dict(batch_size=64, max_length=32)),
     "sft": ("llama", _instructions, dict(batch_size=32, max_length=48, max_new_tokens=4, eval_generations=2,
                                          few_shot_k=0, strategy="lora")),
+    "token": ("bert", _entities, dict(batch_size=64, max_length=32)),
 }
 
 

@@ -11,6 +11,7 @@ REGISTRY = {
     "single_label": "tunesmith.tasks.classification:SingleLabel",
     "multilabel": "tunesmith.tasks.classification:MultiLabel",
     "sft": "tunesmith.tasks.sft:InstructionTuning",
+    "token": "tunesmith.tasks.token:TokenClassification",
 }
 
 

@@ -240,5 +240,10 @@ class Task:
         return {"predictions": records}
 
 
+def say(on_event, msg: str) -> None:
+    """A line for the user (the CLI prints "info" events dimmed)."""
+    on_event("info", message=msg)
+
+
 def unknown(name: str, names) -> TunesmithError:
     return TunesmithError(f"unknown task '{name}'; --task takes auto or one of: {', '.join(names)}")

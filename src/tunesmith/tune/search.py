@@ -53,6 +53,7 @@ class TuneArgs(BaseModel):
     workers: int = 1
     config: str | None = None
     deadline: float | None = None  # set once per command; workers share it
+    track: str | None = None  # none | mlflow (default: the recipe's `track`)
 
     @field_serializer("storage")
     def _hide_password(self, url):  # tune_args.json and any other dump: never the password
@@ -125,6 +126,11 @@ def work(args: TuneArgs, console: Console | None = None, live: bool = False, stu
             return study
     if console is not None and not live:
         callbacks.append(lambda st, t: console.print(_line(t, base.metric), highlight=False))
+    if args.track == "mlflow":  # each trial a nested MLflow run as it ends (tracking/study.py)
+        from tunesmith.tracking.study import TrialLogger
+
+        say = console and (lambda line: console.print(line, highlight=False))
+        callbacks.append(TrialLogger(out, base.metric, say))
     timeout = None if args.deadline is None else max(0.0, args.deadline - time.time())
     if timeout == 0:
         return study
@@ -149,6 +155,7 @@ def tune(args: TuneArgs, console: Console, on_event=None) -> dict:
         args = args.model_copy(update={"trials": 20})
     (out / ARGS).write_text(args.model_dump_json(indent=2))
     base, space, models = _base_and_space(args)
+    args = _start_tracking(args, base, space, out)
     study, fresh = open_study(storage_for(args.storage, out, space), args.study, base.metric, space, base.seed)
     stale = fail_dead_local_trials(study, HOST)
     if stale:
@@ -177,10 +184,64 @@ def tune(args: TuneArgs, console: Console, on_event=None) -> dict:
             live.stop()
     tidy(study)
     doc = finish(study, args, base, console, on_event)
+    if args.track == "mlflow":
+        _finish_tracking(study, args, base, space, out, doc, console, interrupted)
     if interrupted:
         raise Interrupted(f"interrupted: best so far in {(doc.get('winner') or {}).get('run', '-')}; "
                           f"run the same command again to resume the study")
     return doc
+
+
+def _tracking_params(args: TuneArgs, base, space) -> dict:
+    """The parent run's params: the command's settings (the storage URL without its password) and the space."""
+    doc = args.model_dump(mode="json", exclude={"deadline", "out", "track"})
+    return {**doc, "metric": base.metric, "space": space.model_dump(mode="json")}
+
+
+def _start_tracking(args: TuneArgs, base, space, out: Path) -> TuneArgs:
+    """--track (else the recipe's `track`) into the args the workers read; with mlflow, the study's parent run
+    before the first trial. SQLite with several workers is refused before anything runs."""
+    track = args.track or base.track
+    if track not in ("none", "mlflow"):
+        raise TunesmithError(f"--track {track}: use none or mlflow")
+    args = args.model_copy(update={"track": track})
+    if track == "mlflow":
+        from tunesmith.tracking import resolve_uri
+        from tunesmith.tracking.study import check_parallel, start_study
+
+        check_parallel(resolve_uri(out), args.workers)
+        start_study(out, _tracking_params(args, base, space), args.study)
+    return args
+
+
+def _finish_tracking(study, args: TuneArgs, base, space, out: Path, doc: dict, console, interrupted=False) -> None:
+    """The trials no worker logged, the winner (a child run linked from the parent) and the study's files; a
+    tracker that fails is one line: the tune folder is complete, `tunesmith track OUT` uploads it later."""
+    from tunesmith.tracking.mlflow_client import TrackingError
+    from tunesmith.tracking.study import finish_study
+
+    try:
+        line = finish_study(out, study.get_trials(deepcopy=False), doc, params=_tracking_params(args, base, space),
+                            study_name=args.study, metric=base.metric, interrupted=interrupted)
+    except TrackingError as e:
+        line = f"{e.args[0]}; the tune folder {out} is complete: `tunesmith track {out}` uploads it later"
+    console.print(line, highlight=False, soft_wrap=True)
+
+
+def track_tune(out) -> str:
+    """`tunesmith track TUNE`: log a finished tune's study (what is not logged yet) from its folder and storage.
+    A --storage URL's password comes from TUNESMITH_STORAGE, as for the workers. Raises TrackingError."""
+    from tunesmith.tracking.study import finish_study
+
+    out = Path(out)
+    args = TuneArgs.model_validate_json((out / ARGS).read_text())
+    if args.storage:
+        args = args.model_copy(update={"storage": os.environ.get(STORAGE_ENV, args.storage)})
+    base, space, _ = _base_and_space(args)
+    study = optuna.load_study(study_name=args.study, storage=storage_for(args.storage, out, space))
+    doc = json.loads((out / "tune.json").read_text()) if (out / "tune.json").exists() else {}
+    return finish_study(out, study.get_trials(deepcopy=False), doc, params=_tracking_params(args, base, space),
+                        study_name=args.study, metric=base.metric)
 
 
 def _run_workers(args: TuneArgs, out: Path) -> None:
@@ -234,7 +295,7 @@ def final_run(best, base, dest: Path, on_event=None) -> dict:
         discard(dest)
     # epochs: a trial cut by the budget counts as the epochs it finished; resuming then trains no more
     settings = {"test": base.test, "out": str(dest), "baselines": base.baselines, "audit": base.audit,
-                "epochs": best.user_attrs["settings"]["epochs"]}
+                "epochs": best.user_attrs["settings"]["epochs"], "track": "none"}  # the study logs it (a child)
     here = best.user_attrs.get("host") == HOST and src.resolve().is_relative_to(dest.parent.resolve())
     if here and (src / "checkpoint" / "last.pt").exists():
         shutil.move(str(src), dest)

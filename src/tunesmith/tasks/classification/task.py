@@ -11,11 +11,7 @@ import numpy as np
 from tunesmith.data.dataset import (check_enough_rows, check_known_labels, dropped_lines, label_set, load_examples,
                                     stratified_split)
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.base import Prepared, Task
-
-
-def _say(on_event, msg):
-    on_event("info", message=msg)
+from tunesmith.tasks.base import Prepared, Task, say
 
 
 class Classification(Task):
@@ -40,9 +36,9 @@ class Classification(Task):
         loaded = load_examples(recipe.train, recipe.text_column, recipe.label_column, task_arg)
         task = loaded.task
         for line in dropped_lines(loaded.dropped, recipe.train):
-            _say(on_event, line)
+            say(on_event, line)
         if task_arg == "auto":
-            _say(on_event, f"task: {task} (decided from column '{loaded.label_column}')")
+            say(on_event, f"task: {task} (decided from column '{loaded.label_column}')")
         ex = loaded.examples
         labels = label_set(ex.labels, task)
         if len(labels) < 2:
@@ -56,7 +52,7 @@ class Classification(Task):
                               recipe.label_column or loaded.label_column, task)
             test = t.examples
             for line in dropped_lines(t.dropped, recipe.test):  # test rows without a label are not scored: say so
-                _say(on_event, line)
+                say(on_event, line)
             check_known_labels(test, labels, task, recipe.test,
                                f"never seen in {recipe.train}; add training examples for it or remove the row")
             train = ex
@@ -141,7 +137,7 @@ class Classification(Task):
         if fitted is not None:
             if memo is not None:
                 memo[key] = fitted
-            _say(on_event, "classifier started from a linear probe on the frozen model (LP-FT)")
+            say(on_event, "classifier started from a linear probe on the frozen model (LP-FT)")
 
     def steps(self, model, tok, enc, recipe, device, bf16):
         from tunesmith.tasks.classification.steps import ClassifierSteps
@@ -191,7 +187,8 @@ class Classification(Task):
         metrics.update(extra)
         metrics["retention"] = retention.for_run(recipe, model, tok, te.texts, recipe.max_length)
         metrics["verdict"] = verdict(metrics)
-        return {"test_logits.npy": test_logits}
+        # the targets beside the logits: `tunesmith compare` bootstraps both runs' predictions on these rows
+        return {"test_logits.npy": test_logits, "test_targets.npy": test.targets.numpy()}
 
     def inference_settings(self, metrics: dict) -> dict:
         return {"temperature": metrics.get("calibration", {}).get("temperature", 1.0)}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from tunesmith.errors import TunesmithError
+from tunesmith.tasks.base import say
 from tunesmith.tasks.sft import evaluate as sft_eval
 from tunesmith.evaluate.bootstrap import paired_mean_diff
 from tunesmith.tasks.sft.data import encode, render_prompt
@@ -38,14 +39,10 @@ def apply_strategy(model, recipe):
     return strategies.apply(model, recipe.strategy, recipe, peft_task_type="CAUSAL_LM")
 
 
-def _say(on_event, msg):
-    on_event("info", message=msg)
-
-
 def encode_split(tok, convs, recipe, name, on_event):
     data, c = encode(tok, convs, recipe.max_length, recipe.overflow, recipe.train_on_prompt)
     if c["over_max_length"]:
-        _say(on_event, f"{name}: {c['over_max_length']} of {c['rows']} rows are longer than --max-length "
+        say(on_event, f"{name}: {c['over_max_length']} of {c['rows']} rows are longer than --max-length "
                        f"{recipe.max_length} tokens: {c['dropped']} dropped, {c['truncated']} truncated from the "
                        f"prompt side (--overflow {recipe.overflow})")
     if not len(data):

@@ -8,14 +8,10 @@ from __future__ import annotations
 import torch
 
 from tunesmith.errors import TunesmithError
-from tunesmith.tasks.base import Prepared, Task
+from tunesmith.tasks.base import Prepared, Task, say
 from tunesmith.tasks.sft import evaluate as sft_eval
 from tunesmith.tasks.sft.data import instruction_format, load_conversations, pack, split
 from tunesmith.tasks.sft.inference import GeneratorInference
-
-
-def _say(on_event, msg):
-    on_event("info", message=msg)
 
 
 class InstructionTuning(GeneratorInference, Task):
@@ -40,10 +36,10 @@ class InstructionTuning(GeneratorInference, Task):
     @classmethod
     def prepare(cls, recipe, on_event, with_test: bool = True) -> Prepared:
         convs, fmt, skipped = load_conversations(recipe.train, recipe.prompt_column, recipe.response_column)
-        _say(on_event, f"instruction format: {fmt} ({len(convs)} rows of {recipe.train})")
+        say(on_event, f"instruction format: {fmt} ({len(convs)} rows of {recipe.train})")
         for why, n in skipped.items():
             if n:
-                _say(on_event, f"skipped {n} rows of {recipe.train}: {why.replace('_', ' ')}")
+                say(on_event, f"skipped {n} rows of {recipe.train}: {why.replace('_', ' ')}")
         if recipe.test and not with_test:
             train_convs, test_convs = convs, None
         elif recipe.test:
@@ -82,7 +78,7 @@ class InstructionTuning(GeneratorInference, Task):
             test, self.test_convs, c_test = encode_split(tok, data.test, recipe, "test", on_event)
         if recipe.packing:
             train = pack(train, recipe.max_length)
-            _say(on_event, f"packing: {len(train)} examples into {len(train.units)} rows of ≤{recipe.max_length} "
+            say(on_event, f"packing: {len(train)} examples into {len(train.units)} rows of ≤{recipe.max_length} "
                            f"tokens")
         self.counts = {"train": c_train, "test": c_test}
         return {"train": train, "validation": val, "test": test}
@@ -94,7 +90,7 @@ class InstructionTuning(GeneratorInference, Task):
                 self.retention, cut = sft_eval.text_data(tok, sft_eval.read_texts(recipe.retention_data),
                                                          recipe.max_length)
                 if cut:
-                    _say(on_event, f"retention: {cut} texts cut to --max-length {recipe.max_length} tokens")
+                    say(on_event, f"retention: {cut} texts cut to --max-length {recipe.max_length} tokens")
         return self.retention
 
     def baselines(self, model, tok, enc, data: Prepared, recipe, device, bf16, on_event) -> dict:
@@ -103,7 +99,7 @@ class InstructionTuning(GeneratorInference, Task):
         retention = self._retention(tok, recipe, on_event)
         if enc["test"] is None:
             return {}
-        _say(on_event, "evaluating the base model: held-out loss, zero-shot and retrieval few-shot generations")
+        say(on_event, "evaluating the base model: held-out loss, zero-shot and retrieval few-shot generations")
         few_shot, shots = None, 0.0
         if recipe.baselines and recipe.few_shot_k > 0:
             few_shot, shots = sft_eval.few_shot_prompts(tok, self.train_convs, self.test_convs[:recipe.eval_generations],
@@ -159,7 +155,7 @@ class InstructionTuning(GeneratorInference, Task):
         retention = self._retention(tok, recipe, lambda *a, **k: None)
         before = baselines["before"]
         metrics["format"] = data.info["format"]
-        _say(on_event, "evaluating the tuned model")
+        say(on_event, "evaluating the tuned model")
         after = evaluate_model(model, tok, recipe, enc["test"], self.test_convs, device, bf16, retention)
         gen_convs = self.test_convs[:recipe.eval_generations]
         samples = [{"row": c.row, "prompt": c.prompt[-1]["content"], "reference": c.response,

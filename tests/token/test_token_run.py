@@ -1,0 +1,99 @@
+"""A tiny BERT tagger end to end: train, measure, report, predict spans on raw text (short and 5x the model's
+length), `predict --out entities.jsonl`, serve, and the run's model/ in transformers' own pipeline."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from fastapi.testclient import TestClient
+
+import tunesmith
+from tunesmith.predictor import Predictor
+from tunesmith.serve.app import Limits, create_app
+
+from token_runs import token_run, toy_sentences, write_jsonl  # noqa: F401  (token_run: a fixture)
+
+
+def test_run_measures_entities_against_baselines(token_run):
+    m = token_run.metrics
+    t = m["test"]
+    assert m["task"] == "token" and m["labels"][0] == "O" and set(m["types"]) == {"location", "person"}
+    assert t["f1"] > 0.9 and t["ci95"]["f1"][0] <= t["f1"] <= t["ci95"]["f1"][1]
+    assert set(t["per_type"]) == {"location", "person"} and "token_accuracy" in t
+    assert set(m["baselines"]) == {"majority", "dictionary", "probe"} and m["baselines"]["majority"]["f1"] == 0.0
+    assert m["baselines"]["dictionary"]["f1"] > 0.5  # closed vocabulary: memorisation goes far here
+    best = max(m["baselines"].values(), key=lambda b: b["f1"])["f1"]
+    assert m["baselines"][m["comparison"]["baseline"]]["f1"] == best and "entity-F1" in m["verdict"]
+    assert m["seen_unseen"]["share_seen"] == 1.0 and m["confusion"]["rows"][-1] == "spurious"
+    assert {c["name"] for c in m["audit"]} >= {"invalid_transitions", "entity_leakage", "windowed"}
+    page = (token_run.path / "report.html").read_text()
+    assert "Per entity type" in page and "seen vs unseen" in page and "spurious" in page
+    card = (token_run.path / "MODEL_CARD.md").read_text()
+    assert "pipeline_tag: token-classification" in card
+
+
+def test_predict_spans_with_character_offsets(token_run):
+    p = Predictor.load(token_run.path)
+    text = "Yesterday alice flew to New York, then bob went to Paris."
+    (r,) = p.records([text])
+    got = [(e["text"], e["label"]) for e in r["entities"]]
+    assert got == [("alice", "person"), ("New York", "location"), ("bob", "person"), ("Paris", "location")]
+    assert all(text[e["start"]:e["end"]] == e["text"] and 0 < e["score"] <= 1 for e in r["entities"])
+    assert r["truncated"] is False
+
+
+def test_a_long_document_is_read_whole(token_run):
+    p = Predictor.load(token_run.path)
+    parts = [f"we met {n} in tokyo today" for n in ["alice", "bob", "carol", "dave", "erin", "frank"] * 6]
+    text = " and ".join(parts)  # 251 words: 8x the run's max_length of 32 tokens
+    enc, _ = p.encode([text])
+    assert enc.windowed == 1 and len(enc.ids) >= 8
+    (r,) = p.records([text])
+    people = [e for e in r["entities"] if e["label"] == "person"]
+    places = [e for e in r["entities"] if e["label"] == "location"]
+    assert len(people) == len(places) == len(parts)  # none lost at window edges, none twice
+    assert all(text[e["start"]:e["end"]] == e["text"] for e in r["entities"])
+
+
+def test_predict_cli_file_to_entities_jsonl(token_run, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("alice flew to london yesterday\n\nwe met carol in san diego today\n")
+    out = tmp_path / "entities.jsonl"
+    frame = tunesmith.predict(token_run.path, str(texts), out=str(out))
+    rows = [json.loads(l) for l in out.read_text().splitlines()]
+    assert len(frame) == len(rows) == 2
+    assert [e["text"] for e in rows[1]["entities"]] == ["carol", "san diego"]
+
+
+def test_evaluate_a_labelled_file(token_run, tmp_path):
+    f = write_jsonl(tmp_path / "more.jsonl", toy_sentences(20, seed=5))
+    m = tunesmith.evaluate(token_run.path, str(f))
+    assert m["f1"] > 0.9 and m["n"] == 20 and "loss" in m
+
+
+def test_serve_answers_entities(token_run):
+    with TestClient(create_app(token_run.path, Limits()), base_url="http://localhost") as client:
+        r = client.post("/predict", json={"texts": ["bob flew to paris yesterday", "nothing here"]})
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert [e["label"] for e in preds[0]["entities"]] == ["person", "location"] and preds[1]["entities"] == []
+        assert client.get("/info").json()["task"] == "token"
+
+
+def test_transformers_pipeline_loads_model_with_entity_names(token_run):
+    from transformers import pipeline
+
+    ner = pipeline("token-classification", model=str(token_run.path / "model"), aggregation_strategy="simple")
+    got = [(e["entity_group"], e["word"]) for e in ner("bob flew to paris yesterday")]
+    assert got == [("person", "bob"), ("location", "paris")]
+
+
+@pytest.mark.parametrize("strategy", ["lora", "freeze:1"])
+def test_strategies(strategy, tiny_models, tmp_path):
+    data = write_jsonl(tmp_path / "toy.jsonl", toy_sentences(40))
+    run = tunesmith.train(str(data), model=str(tiny_models["bert"]), epochs=1, batch_size=64, strategy=strategy,
+                          bf16="off", out=str(tmp_path / "run"), audit=False, baselines=False)
+    assert run.metrics["task"] == "token" and (run.path / "model" / "config.json").exists()
+    if strategy == "lora":
+        assert (run.path / "adapter").exists()
+    assert Predictor.load(run.path).records(["alice flew to paris"])[0]["truncated"] is False
