@@ -146,11 +146,7 @@ class ClassifierInference:
     def serve_response(cls):
         return _predict_response()
 
-    def serve_inputs(self, req, limits, settings: dict) -> tuple[list[str], dict]:
-        return list(req.texts), {}
-
-    def serve_body(self, records: list[dict]) -> dict:
-        return {"predictions": records}
+    # serve_inputs / serve_body: tasks.base.Task's defaults (a request of `texts`, an answer of `predictions`)
 
 
 @functools.cache

@@ -170,11 +170,7 @@ class TokenInference:
     def serve_response(cls):
         return _entities_response()
 
-    def serve_inputs(self, req, limits, settings: dict) -> tuple[list[str], dict]:
-        return list(req.texts), {}
-
-    def serve_body(self, records: list[dict]) -> dict:
-        return {"predictions": records}
+    # serve_inputs / serve_body: tasks.base.Task's defaults (a request of `texts`, an answer of `predictions`)
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:
