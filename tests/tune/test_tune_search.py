@@ -16,7 +16,7 @@ from tunesmith.tune import search
 from tunesmith.tune.objective import HOST, Objective
 from tunesmith.tune.search import TuneArgs
 from tunesmith.tune.space import TuneSpace
-from tunesmith.tune.study import fail_dead_local_trials, open_study, storage_for
+from tunesmith.tune.study import fail_dead_local_trials, fail_dead_trials, open_study, storage_for
 
 QUICK = {"strategies": ["head"], "epochs": [1, 1], "batch_size": [32], "startup_trials": 0}
 
@@ -113,6 +113,24 @@ def test_tune_resume_fails_trials_of_dead_local_workers(tmp_path):
     assert fail_dead_local_trials(study, HOST) == 1
     states = [x.state for x in study.get_trials()]
     assert states == [TrialState.FAIL, TrialState.RUNNING]
+
+
+def test_finish_fails_a_dead_local_workers_trial_before_its_heartbeat_is_stale(tmp_path):
+    # CI: the last worker finished within the 2x-heartbeat grace after the other was killed, and the
+    # leaderboard showed the killed trial as RUNNING.
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=60, grace_period=120)
+    study = optuna.create_study(storage=storage, study_name="s")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    t = study.ask()
+    storage.record_heartbeat(t._trial_id)
+    t.set_user_attr("host", HOST)
+    t.set_user_attr("pid", int(dead.stdout))
+    optuna.storages.fail_stale_trials(study)
+    assert study.get_trials()[0].state == TrialState.RUNNING  # the heartbeat alone does not see it yet
+    fail_dead_trials(study, HOST)
+    assert study.get_trials()[0].state == TrialState.FAIL
 
 
 def test_tune_space_from_recipe_file(tmp_path):

@@ -33,7 +33,7 @@ from tunesmith.train.loop import Interrupted
 from tunesmith.tune import board
 from tunesmith.tune.objective import HOST, Objective
 from tunesmith.tune.space import first_guesses, load_space
-from tunesmith.tune.study import fail_dead_local_trials, finished, open_study, storage_for
+from tunesmith.tune.study import fail_dead_local_trials, fail_dead_trials, finished, open_study, storage_for
 
 ARGS = "tune_args.json"
 STORAGE_ENV = "TUNESMITH_STORAGE"  # the whole --storage URL; workers get the real one this way, not from ARGS
@@ -262,7 +262,7 @@ def _run_workers(args: TuneArgs, out: Path) -> None:
 def finish(study: optuna.Study, args: TuneArgs, base, console: Console, on_event=None) -> dict:
     """Leaderboard, the winner measured on test (once), tune.json, plots and tune_report.html."""
     out = Path(args.out)
-    optuna.storages.fail_stale_trials(study)  # RDB heartbeats: a killed worker's trial is failed, not running
+    fail_dead_trials(study, HOST)
     extra = {"metric": base.metric, "models": _base_and_space(args)[2], "storage": "rdb" if args.storage else "journal"}
     old = json.loads((out / "tune.json").read_text()) if (out / "tune.json").exists() else {}
     winner = old.get("winner")

@@ -118,6 +118,13 @@ def fail_dead_local_trials(study: optuna.Study, host: str) -> int:
     return n
 
 
+def fail_dead_trials(study: optuna.Study, host: str) -> None:
+    """A killed worker's trial is failed, not running: at once for a dead process on this host (its RDB
+    heartbeat may not be stale yet when the last worker finishes: CI saw it RUNNING), by heartbeat elsewhere."""
+    fail_dead_local_trials(study, host)
+    optuna.storages.fail_stale_trials(study)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
