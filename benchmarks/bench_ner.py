@@ -3,14 +3,15 @@ uses it (DataCollatorForTokenClassification, the label on each word's first sub-
 same model, data, epochs, batch, learning rate and seed.
 
     .venv/bin/python benchmarks/bench_ner.py [--data ../shared/data/ner] [--model minilm] [--epochs 3]
-                                             [--rows N] [--work DIR]
+                                             [--rows N] [--work DIR] [--seeds 42 43 44]
 
 Each side is a child process (wall time, peak RSS from os.wait4). Both train on train.jsonl (or its first
 --rows sentences) with no validation split, no warmup and no weight decay (the Trainer's defaults), and are
 scored on test.jsonl with seqeval's entity F1 (strict span and type, micro). The Trainer computes in fp32
 (its CPU default); tunesmith in bf16 where the CPU has it. The Trainer, like run_ner.py, truncates at
 --max-length (words past it count as O); tunesmith reads them in windows. Also printed: tunesmith's
-dictionary baseline and its F1 on entities unseen in training.
+dictionary baseline and its F1 on entities unseen in training. With several --seeds both sides run once
+per seed and the F1 target is read on the mean difference (one seed's ci95 is about +-3 points wide).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from _machine import cpu_line  # noqa: E402  (one definition for every benchmark
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
-BATCH, MAXLEN, SEED = 32, 128, 42
+BATCH, MAXLEN = 32, 128
 
 
 def read(path: Path, rows: int | None = None) -> list[dict]:
@@ -35,7 +36,7 @@ def read(path: Path, rows: int | None = None) -> list[dict]:
 
 
 # ---------------------------------------------------------------- the Trainer, as run_ner.py does it
-def child_trainer(train, test, out, model_name, epochs, lr):
+def child_trainer(train, test, out, model_name, epochs, lr, seed):
     import numpy as np
     from datasets import Dataset
     from seqeval.metrics import f1_score, precision_score, recall_score
@@ -44,7 +45,7 @@ def child_trainer(train, test, out, model_name, epochs, lr):
 
     from tunesmith.models.registry import resolve
 
-    set_seed(SEED)
+    set_seed(seed)
     tr, te = read(Path(train)), read(Path(test))
     types = sorted({t[2:] for r in tr for t in r["tags"] if t != "O"})
     labels = ["O"] + [f"{p}-{t}" for t in types for p in "BI"]
@@ -68,7 +69,7 @@ def child_trainer(train, test, out, model_name, epochs, lr):
     train_ds, _ = encode(tr)
     test_ds, test_enc = encode(te)
     args = TrainingArguments(output_dir=str(Path(out) / "hf"), per_device_train_batch_size=BATCH,
-                             per_device_eval_batch_size=64, learning_rate=lr, num_train_epochs=epochs, seed=SEED,
+                             per_device_eval_batch_size=64, learning_rate=lr, num_train_epochs=epochs, seed=seed,
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True, use_cpu=True)
     trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                       data_collator=DataCollatorForTokenClassification(tok))
@@ -88,14 +89,14 @@ def child_trainer(train, test, out, model_name, epochs, lr):
                "recall": recall_score(gold, pred)}, open(Path(out) / "trainer.json", "w"))
 
 
-def tunesmith_cmd(train, test, out, model, epochs, lr):
+def tunesmith_cmd(train, test, out, model, epochs, lr, seed):
     recipe = Path(out).with_suffix(".yaml")
     # The Trainer's settings: every row trains (no validation split), no warmup, no weight decay; the audit
     # off so the wall time is the fine-tune, the baselines and the test evaluation.
     recipe.write_text(json.dumps({"train": str(train), "test": str(test), "task": "token", "model": model,
                                   "strategy": "full", "epochs": epochs, "lr": lr, "batch_size": BATCH,
                                   "max_length": MAXLEN, "val_fraction": 0.0, "warmup_ratio": 0.0,
-                                  "weight_decay": 0.0, "seed": SEED, "audit": False, "out": str(out)}))
+                                  "weight_decay": 0.0, "seed": seed, "audit": False, "out": str(out)}))
     return [str(Path(PY).parent / "tunesmith"), "train", "--config", str(recipe), "--overwrite"]
 
 
@@ -110,10 +111,12 @@ def main():
     ap.add_argument("--args", nargs="*")
     ap.add_argument("--work", help="work folder; steps whose results are there already are not rerun")
     ap.add_argument("--skip-trainer", action="store_true", help="tunesmith only")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[42])
     a = ap.parse_args()
     print(cpu_line(), flush=True)
     if a.child == "trainer":
-        return child_trainer(a.args[0], a.args[1], a.args[2], a.args[3], int(a.args[4]), float(a.args[5]))
+        return child_trainer(a.args[0], a.args[1], a.args[2], a.args[3], int(a.args[4]), float(a.args[5]),
+                             int(a.args[6]))
 
     work = Path(a.work) if a.work else Path(tempfile.mkdtemp(prefix="bench_ner_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -125,30 +128,49 @@ def main():
     n_train = len(read(train))
     load0 = os.getloadavg()
     print(f"work folder: {work}\ndata: {n_train} sentences of {train}, test {test}; model {a.model}, {a.epochs} "
-          f"epochs, batch {BATCH}, max length {MAXLEN}, lr {a.lr}, seed {SEED}; load average "
+          f"epochs, batch {BATCH}, max length {MAXLEN}, lr {a.lr}, seeds {a.seeds}; load average "
           f"{load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
     env = {"TUNESMITH_CACHE": os.environ.get("TUNESMITH_CACHE", str(work / "cache")), "HF_HUB_OFFLINE": "1",
            "TOKENIZERS_PARALLELISM": "false"}
 
     step = stepper(work, env)
+    results = [one_seed(a, step, work, train, test, seed) for seed in a.seeds]
+    if a.skip_trainer or len(results) < 2:
+        return
+    import statistics
 
-    ts_out = work / f"ts_{a.model}"
-    wall_ts, rss_ts = step(f"tunesmith_{a.model}", tunesmith_cmd(train, test, ts_out, a.model, a.epochs, a.lr),
+    diffs = [100 * (t - h) for t, h, _ in results]
+    ratios = [r for _, _, r in results]
+    mean, sd = statistics.mean(diffs), statistics.stdev(diffs)
+    print(f"\nover seeds {a.seeds}: tunesmith F1 {statistics.mean(t for t, _, _ in results):.4f}, Trainer "
+          f"{statistics.mean(h for _, h, _ in results):.4f}; difference {mean:+.2f} pt (sd {sd:.2f}, per seed "
+          f"{', '.join(f'{d:+.2f}' for d in diffs)}); samples/s ratio median {statistics.median(ratios):.2f}x")
+    print(f"targets over seeds: F1 at least Trainer's - 1 pt: {'met' if mean >= -1 else 'MISSED'}, "
+          f"samples/s >= 3x: {'met' if statistics.median(ratios) >= 3 else 'MISSED'}")
+    load1 = os.getloadavg()
+    print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+
+
+def one_seed(a, step, work, train, test, seed):
+    """Both sides at one seed: (tunesmith F1, Trainer F1, samples/s ratio); the table of that seed printed."""
+    tag = f"{a.model}" + (f"_s{seed}" if seed != 42 else "")  # seed 42 keeps the folders of earlier runs
+    ts_out = work / f"ts_{tag}"
+    wall_ts, rss_ts = step(f"tunesmith_{tag}", tunesmith_cmd(train, test, ts_out, a.model, a.epochs, a.lr, seed),
                            ts_out / "metrics.json")
     ts = json.loads((ts_out / "metrics.json").read_text())
     t, b, su = ts["test"], ts.get("baselines", {}), ts.get("seen_unseen", {})
-    print(f"\ntunesmith: entity F1 {t['f1']:.4f} [{t['ci95']['f1'][0]:.4f}, {t['ci95']['f1'][1]:.4f}], precision "
-          f"{t['precision']:.4f}, recall {t['recall']:.4f}; dictionary baseline F1 "
+    print(f"\nseed {seed}, tunesmith: entity F1 {t['f1']:.4f} [{t['ci95']['f1'][0]:.4f}, {t['ci95']['f1'][1]:.4f}], "
+          f"precision {t['precision']:.4f}, recall {t['recall']:.4f}; dictionary baseline F1 "
           f"{b.get('dictionary', {}).get('f1', float('nan')):.4f}; unseen-entity F1 "
           f"{su.get('unseen', {}).get('f1', float('nan')):.4f} ({100 * su.get('share_seen', 0):.1f}% of test entities "
           f"seen in train)")
     print("per type F1: " + ", ".join(f"{k} {v['f1']:.3f}" for k, v in t["per_type"].items()))
     if a.skip_trainer:
-        return
-    hf_out = work / f"hf_{a.model}"
+        return t["f1"], float("nan"), float("nan")
+    hf_out = work / f"hf_{tag}"
     hf_out.mkdir(exist_ok=True)
-    wall_hf, rss_hf = step(f"trainer_{a.model}", [PY, __file__, "--child", "trainer", "--args", str(train), str(test),
-                                                  str(hf_out), a.model, str(a.epochs), str(a.lr)],
+    wall_hf, rss_hf = step(f"trainer_{tag}", [PY, __file__, "--child", "trainer", "--args", str(train), str(test),
+                                              str(hf_out), a.model, str(a.epochs), str(a.lr), str(seed)],
                            hf_out / "trainer.json")
     hf = json.load(open(hf_out / "trainer.json"))
     sps_ts, sps_hf = ts["train_samples_per_second"], hf["samples_per_second"]
@@ -158,13 +180,14 @@ def main():
             ("test entity precision", f"{hf['precision']:.4f}", f"{t['precision']:.4f}", ""),
             ("test entity recall", f"{hf['recall']:.4f}", f"{t['recall']:.4f}", ""),
             ("peak RSS MiB", f"{rss_hf:.0f}", f"{rss_ts:.0f}", f"{rss_ts / rss_hf:.2f}x")]
-    print(f"\n| {a.model}, WNUT-17 | HF Trainer (fp32) | tunesmith | ratio |\n|---|---|---|---|")
+    print(f"\n| {a.model}, WNUT-17, seed {seed} | HF Trainer (fp32) | tunesmith | ratio |\n|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     targets = {"F1 at least Trainer's - 1 pt": t["f1"] >= hf["f1"] - 0.01, "samples/s >= 3x": sps_ts >= 3 * sps_hf}
     print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
     load1 = os.getloadavg()
-    print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+    print(f"load average: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}", flush=True)
+    return t["f1"], hf["f1"], sps_ts / sps_hf
 
 
 if __name__ == "__main__":

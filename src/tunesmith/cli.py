@@ -221,11 +221,16 @@ def audit(
 ):
     """Check training data for what would silently ruin a fine-tune, before training."""
     from tunesmith.audit.cli import run_audit_command
+    from tunesmith.pipeline import audit_data
+
+    def task_audit():  # tagged sentences get their task's checks; text and label rows audit/'s
+        return audit_data(train=str(data), test=str(test) if test else None, model=model, max_length=max_length,
+                          text_column=text_column, label_column=label_column)
 
     code = run_audit_command(data, test=test, validation=validation, model=model, max_length=max_length,
                              text_column=text_column, label_column=label_column, json_out=json_out,
                              html_out=html_out, fix=fix, overwrite=overwrite, strict=strict,
-                             console=console, out_console=out_console)
+                             console=console, out_console=out_console, task_audit=task_audit)
     raise typer.Exit(code)
 
 

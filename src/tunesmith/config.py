@@ -68,6 +68,8 @@ class Recipe(BaseModel):
     # model
     model: str = setting("minilm", "model", "built-in name (minilm, mpnet, smollm2), local folder or hub id")
     max_length: int | None = setting(None, "model", "tokens per text (default min(model limit, 128))", ge=8)
+    stride: int | None = setting(None, "model", "--task token: sub-tokens shared by the overlapping windows "
+                                 "over texts longer than --max-length (default a quarter of it)", ge=0)
     # training
     strategy: str = setting("full", "training", "full | head | freeze:K | lora")
     epochs: int = setting(5, "training", "most passes over the training data (early stopping may end sooner)",

@@ -65,6 +65,17 @@ def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None, with_test: bool 
     return cls.prepare(recipe, on_event, with_test=with_test)
 
 
+def audit_data(on_event=lambda *a, **k: None, **settings):
+    """`tunesmith audit` for a task whose data are not text and label rows (Task.row_audit False): the task's
+    own audit report, as train runs it. None: audit/'s row checks apply (they also --fix)."""
+    cls, recipe = choose_task(make_recipe(**settings), on_event)
+    if cls.row_audit:
+        return None
+    data = cls.prepare(recipe, on_event)
+    task = get_task_class(data.task or cls.name).from_data(data)
+    return task.audit(recipe.model_copy(update={"task": task.name, **data.columns}), data, on_event)
+
+
 def command_inputs(recipe, config=None) -> list:
     """The files a training command reads: never inside a run folder that --overwrite would delete."""
     files = [recipe.train, recipe.test, recipe.retention_data, config]
@@ -193,7 +204,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     for name, array in arrays.items():
         _save_npy(ckpt / name, array)
     write_inference_settings(out / "model", task=task.name, max_length=recipe.max_length,
-                             **task.inference_settings(metrics))
+                             **task.inference_settings(metrics, recipe))
     write_report(out)
     finish(out, recipe, on_event)
     if recipe.track != "none":  # once the run is complete on disk: a tracker's failure costs one line, not the run

@@ -61,6 +61,14 @@ def test_windows_of_a_long_raw_text_through_the_model(tok, tiny_models):
     assert z[0].shape == (len(words), 3) and np.isfinite(z[0]).all() and (np.abs(z[0]).sum(1) > 0).all()
 
 
+def test_stride_sets_the_words_windows_share(tok):
+    words = [f"w{i % 7}ord" for i in range(120)]
+    few, many = (E.encode(tok, [words], 32, stride=s) for s in (2, 12))
+    assert len(many.ids) > len(few.ids) > 1
+    for w in (few, many):  # still each word from exactly one window
+        assert sorted(np.concatenate(w.own_words).tolist()) == list(range(len(words)))
+
+
 def test_window_spans_and_owners():
     wins = E.spans([1] * 20, budget=8, shared=2)
     assert wins[0] == (0, 8) and wins[-1][1] == 20 and all(b[0] < a[1] for a, b in zip(wins, wins[1:]))

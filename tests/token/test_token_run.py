@@ -92,8 +92,63 @@ def test_transformers_pipeline_loads_model_with_entity_names(token_run):
 def test_strategies(strategy, tiny_models, tmp_path):
     data = write_jsonl(tmp_path / "toy.jsonl", toy_sentences(40))
     run = tunesmith.train(str(data), model=str(tiny_models["bert"]), epochs=1, batch_size=64, strategy=strategy,
-                          bf16="off", out=str(tmp_path / "run"), audit=False, baselines=False)
+                          bf16="off", out=str(tmp_path / "run"), audit=False, baselines=False, max_length=24,
+                          stride=3)
     assert run.metrics["task"] == "token" and (run.path / "model" / "config.json").exists()
     if strategy == "lora":
         assert (run.path / "adapter").exists()
-    assert Predictor.load(run.path).records(["alice flew to paris"])[0]["truncated"] is False
+    p = Predictor.load(run.path)
+    assert p.records(["alice flew to paris"])[0]["truncated"] is False
+    # the run's --stride is what prediction windows with (the default, 24 // 4, would need more windows)
+    from tunesmith.tasks.token import encoding as E
+
+    assert json.loads((run.path / "model" / "tunesmith.json").read_text())["stride"] == 3
+    text = " ".join(f"word{i}" for i in range(100))
+    assert len(p.encode([text])[0].ids) == len(E.encode(p.tok, [text], 24, stride=3).ids) < len(
+        E.encode(p.tok, [text], 24).ids)
+
+
+def test_onnx_export_of_a_tagger_checks_parity_word_by_word(token_run, tmp_path):
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    from tunesmith.export import export_run, parity
+
+    res = export_run(token_run.path, "onnx", out=tmp_path / "onnx")
+    assert res["task"] == "token" and res["parity"]["n"] > 10
+    assert res["parity"]["max_abs_prob_diff"] <= parity.TOLERANCE["fp32"]["max_abs_prob_diff"]
+    assert res["parity"]["label_agreement"] == 1.0
+    q = export_run(token_run.path, "onnx", quantize="int8", out=tmp_path / "int8")
+    assert q["parity"]["label_agreement"] >= parity.TOLERANCE["int8"]["min_label_agreement"]
+    # the graph alone: per-token logits over a dynamic length, entity names in its config
+    tok = AutoTokenizer.from_pretrained(tmp_path / "onnx")
+    enc = tok(["bob flew to paris yesterday", "hi"], padding=True, return_tensors="np")
+    s = ort.InferenceSession(str(tmp_path / "onnx" / "model.onnx"), providers=["CPUExecutionProvider"])
+    z = s.run(None, {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]})[0]
+    assert z.shape == (*enc["input_ids"].shape, len(res["labels"]))
+    config = json.loads((tmp_path / "onnx" / "config.json").read_text())
+    first = enc.word_ids(0).index(0), enc.word_ids(0).index(3)  # bob, paris
+    assert [config["id2label"][str(i)] for i in z[0, list(first)].argmax(1)] == ["B-person", "B-location"]
+
+
+def test_tune_a_tagger_on_entity_f1(tiny_models, tmp_path):
+    import yaml
+    from rich.console import Console
+
+    from tunesmith.tune import search
+
+    train = write_jsonl(tmp_path / "train.jsonl", toy_sentences(80))
+    test = write_jsonl(tmp_path / "test.jsonl", toy_sentences(20, seed=7))
+    cfg = tmp_path / "space.yaml"
+    cfg.write_text(yaml.safe_dump({"recipe": {"baselines": False, "audit": False, "bf16": "off"},
+                                   "tune": {"strategies": ["full"], "lr": {"full": [1e-3, 5e-3]}, "epochs": [2, 2],
+                                            "batch_size": [16], "startup_trials": 0, "pruner": "none"}}))
+    args = search.TuneArgs(train=str(train), test=str(test), models=[str(tiny_models["bert"])], trials=2,
+                           out=str(tmp_path / "t"), config=str(cfg))
+    doc = search.tune(args, Console(stderr=True))
+    assert doc["metric"] == "f1" and len(doc["trials"]) == 2  # the task's objective: validation entity F1
+    assert all(0 <= r["metric"] <= 1 for r in doc["trials"])
+    best = max(doc["trials"], key=lambda r: r["metric"])
+    assert doc["winner"]["trial"] == best["trial"] and doc["winner"]["test"]["n"] == 20
+    assert "f1" in doc["winner"]["test"]
+    assert Predictor.load(tmp_path / "t" / "best").records(["bob flew to paris"])[0]["entities"] is not None

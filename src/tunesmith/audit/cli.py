@@ -8,19 +8,31 @@ from tunesmith.audit.runner import audit
 
 
 def run_audit_command(data: Path, *, test, validation, model, max_length, text_column, label_column, json_out,
-                      html_out, fix, overwrite, strict, console, out_console) -> int:
+                      html_out, fix, overwrite, strict, console, out_console, task_audit=None) -> int:
+    """`task_audit`: a callable giving the report of a task with its own checks (token tags), or None when
+    audit/'s row checks apply (pipeline.audit_data, passed in from above: audit/ sits below the tasks)."""
     from tunesmith.audit.fix import write_fixed
+    from tunesmith.errors import TunesmithError
 
     targets = [p for p in (json_out, html_out, fix) if p is not None]
     for p in targets:  # refuse before minutes of work, not after
         render.refuse_existing(p, overwrite)
-    with console.status(f"auditing {data} (embedding texts with {model} the first time)"):
-        report = audit(str(data), str(test) if test else None, validation=str(validation) if validation else None,
-                       model=model, max_length=max_length, text_column=text_column, label_column=label_column)
+    with console.status(f"auditing {data}"):
+        report = task_audit() if task_audit else None
+    if report is not None and (fix or validation):
+        raise TunesmithError(f"{data}: --{'fix' if fix else 'validation'} is for text and label rows; this "
+                             f"file's task has its own checks: run without it")
+    if report is None:
+        with console.status(f"auditing {data} (embedding texts with {model} the first time)"):
+            report = audit(str(data), str(test) if test else None,
+                           validation=str(validation) if validation else None, model=model,
+                           max_length=max_length, text_column=text_column, label_column=label_column)
     out_console.print(render.table(report))
-    out_console.print(f"near duplicates, near conflicts and near leaks: cosine similarity >= "
-                      f"{report.get('near_duplicates').details['threshold']} of {model} embeddings; "
-                      f"row numbers are 0-based data rows (header excluded)", style="dim")
+    near = next((f for f in report.checks if f.name == "near_duplicates"), None)
+    if near is not None:
+        out_console.print(f"near duplicates, near conflicts and near leaks: cosine similarity >= "
+                          f"{near.details['threshold']} of {model} embeddings; "
+                          f"row numbers are 0-based data rows (header excluded)", style="dim")
     if json_out:
         render.write_json(report, json_out, overwrite)
         out_console.print(f"wrote {json_out}")

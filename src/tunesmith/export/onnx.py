@@ -1,5 +1,7 @@
-"""ONNX graph (logits from input_ids + attention_mask, dynamic batch and length), tokenizer files
-beside it, optional int8 dynamic quantisation of the weights (onnxruntime)."""
+"""ONNX graph (logits from input_ids + attention_mask, dynamic batch and length; per-token logits keep the
+length axis too), tokenizer files beside it, optional int8 dynamic quantisation of the weights (onnxruntime).
+Parity runs the graph through the run's own Predictor (SessionModel stands in for the PyTorch model), so
+the check sees the task's encoding (a tagger's windows, a classifier's cut) exactly as predict and serve do."""
 from __future__ import annotations
 
 import logging
@@ -24,11 +26,28 @@ class Logits(torch.nn.Module):
         return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
 
 
+class SessionModel(torch.nn.Module):
+    """An onnxruntime session where the Predictor expects a Hugging Face model: model(**batch).logits."""
+
+    def __init__(self, session, config):
+        super().__init__()
+        self.session, self.config = session, config
+
+    def forward(self, input_ids, attention_mask, **_):
+        from types import SimpleNamespace
+
+        z = self.session.run(["logits"], {"input_ids": input_ids.cpu().numpy().astype(np.int64),
+                                          "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})[0]
+        return SimpleNamespace(logits=torch.from_numpy(z))
+
+
 def export(run, out, ref, quantize=None) -> dict:
     model = ref.model.float().eval()
     sample = ref.tok(["a short one", "a somewhat longer example sentence for tracing"], padding=True,
                      return_tensors="pt")
     path = out / "model.onnx"
+    with torch.no_grad():  # a tagger's logits have a length axis, a classifier's do not
+        per_token = model(**{k: sample[k] for k in ("input_ids", "attention_mask")}).logits.ndim == 3
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
@@ -36,7 +55,8 @@ def export(run, out, ref, quantize=None) -> dict:
             torch.onnx.export(Logits(model), (sample["input_ids"], sample["attention_mask"]), str(path),
                               input_names=["input_ids", "attention_mask"], output_names=["logits"],
                               dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                                            "attention_mask": {0: "batch", 1: "sequence"}, "logits": {0: "batch"}},
+                                            "attention_mask": {0: "batch", 1: "sequence"},
+                                            "logits": {0: "batch", 1: "sequence"} if per_token else {0: "batch"}},
                               opset_version=OPSET, dynamo=False)
     except Exception as e:
         raise TunesmithError(f"{run.path}: ONNX export of this {model.config.model_type} model failed "
@@ -56,10 +76,10 @@ def export(run, out, ref, quantize=None) -> dict:
         path = qpath
     ref.tok.save_pretrained(out)
     model.config.save_pretrained(out)  # label names for whoever loads the graph
-    session = make_session(path)
+    graph = ref.predictor.with_model(SessionModel(make_session(path), model.config))
 
     def predict(texts) -> np.ndarray:
-        return ref.task.probabilities(run_session(session, ref.tok, texts, ref.max_length), ref.temperature)
+        return ref.probabilities(texts, graph)
 
     return {"files": sorted(p.name for p in out.iterdir()), "predict": predict}
 
@@ -70,13 +90,3 @@ def make_session(path):
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def run_session(session, tok, texts, max_length: int, batch_size: int = 16) -> np.ndarray:
-    out = []
-    for i in range(0, len(texts), batch_size):
-        enc = tok(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=max_length,
-                  return_tensors="np")
-        out.append(session.run(["logits"], {"input_ids": enc["input_ids"].astype(np.int64),
-                                            "attention_mask": enc["attention_mask"].astype(np.int64)})[0])
-    return np.concatenate(out).astype(np.float32)

@@ -69,6 +69,13 @@ class Steps:
         net.train()
         return contextlib.nullcontext()
 
+    def batches(self, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+        """The epoch's global batches of unit indices: a pure function of (seed, epoch), for exact resume.
+        Default: length-grouped (data.batching.epoch_batches); a task may constrain what shares a batch."""
+        from tunesmith.data.batching import epoch_batches
+
+        return epoch_batches(self.lengths, batch_size, seed, epoch)
+
     def chooses(self, on_event) -> bool:
         """Whether validation chooses the epoch kept (early stopping, best restored)."""
         return self.val is not None and len(self.val) > 0
@@ -106,6 +113,8 @@ class Task:
     exportable: ClassVar[bool] = False     # ONNX export with a parity check
     mergeable: ClassVar[bool] = False      # tunesmith merge: weight-space merges scored on labelled data
     tunable: ClassVar[bool] = False        # tunesmith tune: trials compared on validation data
+    row_audit: ClassVar[bool] = True       # `tunesmith audit` runs audit/'s checks over text and label rows;
+                                           # False: the task's own `audit` (as train runs it) is the command's
     summary_columns: ClassVar[tuple] = ("loss",)  # test metrics the CLI's table shows (summary() None)
     default_max_length: ClassVar[int] = 128  # tokens, or the model's limit when lower
     detect_priority: ClassVar[int] = 50      # --task auto asks tasks in this order (lowest first)
@@ -129,6 +138,11 @@ class Task:
     @classmethod
     def prepare(cls, recipe, on_event, with_test: bool = True) -> Prepared:  # pragma: no cover - contract
         raise NotImplementedError
+
+    @classmethod
+    def texts(cls, split) -> list[str]:
+        """The raw texts of a prepared split (tune sizes its --max-length choices by their token lengths)."""
+        return list(split.texts)
 
     @classmethod
     def from_data(cls, data: Prepared) -> "Task":
@@ -194,7 +208,7 @@ class Task:
     def finalize_model(self, merged):
         return merged
 
-    def inference_settings(self, metrics: dict) -> dict:
+    def inference_settings(self, metrics: dict, recipe) -> dict:
         """Extra values written to model/tunesmith.json for the Predictor (e.g. the temperature)."""
         return {}
 

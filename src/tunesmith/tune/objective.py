@@ -66,12 +66,13 @@ class Objective:
         self.on_trial = on_trial or (lambda *a, **k: None)
         # no --test: the held-out part stays unused too
         self.prepared = replace(pipeline.prepare_data(base, with_test=False), test=None)
-        if not get_task_class(self.prepared.task).tunable:
-            raise TunesmithError(f"{base.train}: tune compares trials of classification tasks for now; the data is "
-                                 f"for task {self.prepared.task} (train it with `tunesmith train`)")
-        tr = self.prepared.train
+        task = get_task_class(self.prepared.task)
+        if not task.tunable:
+            raise TunesmithError(f"{base.train}: tune does not compare trials of task {self.prepared.task} yet "
+                                 f"(train it with `tunesmith train`)")
+        texts = task.texts(self.prepared.train)
         self.memo: dict = {}  # token ids per (model, max_length, split), shared by all trials here
-        facts = {m: model_facts(m, tr.texts) for m in models}
+        facts = {m: model_facts(m, texts) for m in models}
         self.layers = {m: f[0] for m, f in facts.items()}
         self.lengths = {m: f[1] for m, f in facts.items()}
         self.key = base.metric  # the validation metric each epoch reports as val_<metric>

@@ -190,7 +190,7 @@ class Classification(Task):
         # the targets beside the logits: `tunesmith compare` bootstraps both runs' predictions on these rows
         return {"test_logits.npy": test_logits, "test_targets.npy": test.targets.numpy()}
 
-    def inference_settings(self, metrics: dict) -> dict:
+    def inference_settings(self, metrics: dict, recipe) -> dict:
         return {"temperature": metrics.get("calibration", {}).get("temperature", 1.0)}
 
     def report(self, name: str, metrics: dict, recipe_doc: dict, audit) -> tuple[str, str]:

@@ -86,7 +86,8 @@ def audit(task, recipe, data, on_event) -> AuditReport:
     t0 = time.perf_counter()
     loaded = data.loaded["train"]
     test_loaded = data.loaded.get("test")
-    train_sents = loaded.sentences
+    # What trains (train and validation): without --test, the held-out share of the file is test, not train
+    train_sents = list(data.train) + list(data.validation or [])
     test_sents = test_loaded.sentences if test_loaded is not None else data.test
     max_length, _ = model_limits(recipe.model, recipe.max_length)
     tok = load_tokenizer(resolve(recipe.model))

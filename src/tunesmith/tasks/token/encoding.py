@@ -6,7 +6,7 @@ drops entirely (a zero-width or control character) stands as the unknown token, 
 first sub-token and gets a prediction.
 
 Windows: a sentence whose sub-tokens do not fit max_length (with the special tokens) is cut, between words,
-into windows that overlap by `overlap(max_length)` sub-tokens. Each word is answered by exactly one window:
+into windows that overlap by `overlap(max_length, stride)` sub-tokens. Each word is answered by exactly one window:
 in the overlap of two windows the first half of the words belongs to the earlier window and the rest to
 the later one, so every word is read with context on both sides. Training uses every word of every window.
 """
@@ -22,11 +22,11 @@ from tunesmith.errors import TunesmithError
 IGNORE = -100
 
 
-def overlap(max_length: int) -> int:
-    """Sub-tokens shared by consecutive windows (what HF tokenizers call the stride): a quarter of the window,
-    so the words a window answers for have at least an eighth of a window of context on either side, and a
-    long document costs about 4/3 of its length. A task constant until the recipe has a --stride."""
-    return max_length // 4
+def overlap(max_length: int, stride: int | None = None) -> int:
+    """Sub-tokens shared by consecutive windows (what HF tokenizers call the stride): --stride, or a quarter
+    of the window, so the words a window answers for have at least an eighth of a window of context on either
+    side, and a long document costs about 4/3 of its length. At most half the words' budget (encode)."""
+    return max_length // 4 if stride is None else int(stride)
 
 
 @dataclass
@@ -125,7 +125,8 @@ def owners(windows: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return own
 
 
-def encode(tok, items: list, max_length: int, tags: list[list[int]] | None = None) -> Windows:
+def encode(tok, items: list, max_length: int, tags: list[list[int]] | None = None,
+           stride: int | None = None) -> Windows:
     """Windows of `items` (data.Sentence, raw texts or word lists; data.words_of) with targets from `tags`
     (tag ids per word, or None for unlabelled inputs)."""
     from tunesmith.tasks.token.data import words_of
@@ -135,7 +136,7 @@ def encode(tok, items: list, max_length: int, tags: list[list[int]] | None = Non
     if budget < 2:
         raise TunesmithError(f"--max-length {max_length} leaves {budget} tokens for words after the special "
                              f"tokens; use a larger --max-length")
-    shared = min(overlap(max_length), budget // 2)
+    shared = min(overlap(max_length, stride), budget // 2)
     words = [words_of(x)[0] for x in items]
     pieces = word_pieces(tok, [w for w in words if w], budget)
     it = iter(pieces)

@@ -29,6 +29,15 @@ class TokenInference:
     kind = "tagger"
     public_settings = ()
     public_metrics = ("test", "validation")
+    stride: int | None = None  # the run's --stride (model/tunesmith.json); None: a quarter of --max-length
+
+    @classmethod
+    def from_run(cls, run, model_config):
+        from tunesmith.run import inference_settings
+
+        task = cls([model_config.id2label[i] for i in range(model_config.num_labels)])
+        task.stride = inference_settings(run).get("stride")
+        return task
 
     # ---- loading ---------------------------------------------------------------------------------------------
     @classmethod
@@ -102,7 +111,7 @@ class TokenInference:
         """(windows of the items, which were cut: none, long texts are windowed)."""
         from tunesmith.tasks.token.encoding import encode
 
-        return encode(tok, list(items), max_length), [False] * len(items)
+        return encode(tok, list(items), max_length, stride=self.stride), [False] * len(items)
 
     # ---- forward and records -------------------------------------------------------------------------------------
     def outputs(self, model, tok, enc, batch_size: int, bf16: bool, device, **options) -> list:
@@ -130,6 +139,19 @@ class TokenInference:
                                  "score": float(p[np.arange(a, b), ids[a:b]].mean())})
             out.append({"entities": ents})
         return out
+
+    # ---- export parity (export/parity.py compares these arrays) ---------------------------------------------------
+    def probabilities(self, outputs, temperature: float = 1.0) -> np.ndarray:
+        """Every word's tag probabilities, the items' words one after another: (words, tags)."""
+        rows = [_softmax(z / temperature) for z, _ in outputs if len(z)]
+        return np.concatenate(rows) if rows else np.zeros((0, len(self.labels)), dtype=np.float32)
+
+    def agreement(self, want: np.ndarray, got: np.ndarray) -> dict:
+        """Share of words given the same tag, and the mean change of that tag's probability."""
+        a, b = want.argmax(1), got.argmax(1)
+        rows = np.arange(len(a))
+        return {"mean_top_prob_diff": float(np.abs(want[rows, a] - got[rows, a]).mean()) if len(a) else 0.0,
+                "label_agreement": float((a == b).mean()) if len(a) else 1.0}
 
     def columns(self, records: list[dict]) -> dict:
         return {"entities": [r["entities"] for r in records]}

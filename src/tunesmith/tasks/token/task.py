@@ -24,6 +24,9 @@ class TokenClassification(TokenInference, Task):
     detect_priority = 20  # after sft's instruction columns, before classification's fallback
     summary_columns = ("precision", "recall", "f1")
     recipe_defaults = {"metric": "f1"}
+    tunable = True     # entity F1 on validation is the objective (recipe_defaults' metric)
+    exportable = True  # ONNX (per-token logits) and HF folders, checked word by word (export/parity.py)
+    row_audit = False  # tagged sentences, not text and label rows: `tunesmith audit` runs this task's audit
 
     def __init__(self, labels: list[str] | None = None):
         super().__init__(labels)
@@ -65,6 +68,10 @@ class TokenClassification(TokenInference, Task):
                         columns={"text_column": cols.get("tokens") or cols.get("text"),
                                  "label_column": cols.get("tags") or cols.get("entities")},
                         loaded={"train": loaded, "test": tl})
+
+    @classmethod
+    def texts(cls, split) -> list[str]:
+        return [s.text for s in split]
 
     def audit(self, recipe, data: Prepared, on_event):
         from tunesmith.tasks.token.audit import audit
@@ -133,17 +140,20 @@ class TokenClassification(TokenInference, Task):
             if not sents:
                 out[name] = None
                 continue
-            key = (model_path, recipe.max_length, name)
+            key = (model_path, recipe.max_length, recipe.stride, name)
             w = memo[key] if memo is not None and key in memo else encode(tok, sents, recipe.max_length,
-                                                                            self.tag_ids(sents))
+                                                                            self.tag_ids(sents), recipe.stride)
             if memo is not None:
                 memo[key] = w
             if w.windowed:
                 say(on_event, f"{name}: {w.windowed} of {len(w)} sentences are over --max-length "
                                f"{recipe.max_length} tokens: read in windows overlapping by "
-                               f"{overlap(recipe.max_length)} tokens, each word predicted once")
+                               f"{overlap(recipe.max_length, recipe.stride)} tokens, each word predicted once")
             out[name] = w
         return out
+
+    def inference_settings(self, metrics: dict, recipe) -> dict:
+        return {} if recipe.stride is None else {"stride": recipe.stride}  # predict windows as training did
 
     # ---- baselines -------------------------------------------------------------------------------------------
     def baselines(self, model, tok, enc, data: Prepared, recipe, device, bf16, on_event) -> dict:
