@@ -166,11 +166,14 @@ def train(
     config: Optional[Path] = typer.Option(None, help="recipe.yaml to re-run (flags override it)"),
     nproc: int = typer.Option(1, min=1, help="data-parallel processes (DDP: one per GPU, or gloo on CPU)"),
     engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (tunesmith plan) and stop"),
     *,
     settings: dict,
 ):
     """Fine-tune a model on labelled texts and measure it."""
     use_engine(engine)
+    if dry_run:
+        raise typer.Exit(_plan(data, config, settings, timed=True))
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from tunesmith.train.distributed import launch
 
@@ -202,6 +205,37 @@ def train(
         out_console.print(m["verdict"])
     out_console.print(f"run folder: {run.path}  ({m.get('train_samples_per_second', 0):.0f} train samples/s, "
                       f"{m.get('wall_seconds', 0):.0f}s wall)")
+
+
+def _plan(data, config, settings, timed: bool) -> int:
+    from tunesmith.plan import plan as make_plan
+    from tunesmith.plan import table
+
+    with console.status("planning: loading the model, timing a few steps"):
+        r = make_plan(str(data) if data else None, config=str(config) if config else None, timed=timed,
+                      on_event=lambda kind, **kw: None, **settings)
+    out_console.print(table(r))
+    if not r["fits"]:
+        out_console.print("does not fit; " + (f"would fit: {' or '.join(r['advice'])}" if r["advice"] else
+                                              "use a smaller model or a machine with more memory"))
+        return 1
+    return 0
+
+
+@app.command()
+@recipe_options(skip=("train",))
+def plan(
+    data: Optional[Path] = typer.Argument(None, help=Recipe.model_fields["train"].description),
+    config: Optional[Path] = typer.Option(None, help="recipe.yaml (flags override it)"),
+    engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
+    time_steps: bool = typer.Option(True, "--time/--no-time", help="time a few real training steps"),
+    *,
+    settings: dict,
+):
+    """What a training run will need, before it starts: parameters, memory by part and its peak against the
+    device's, and the time an epoch takes. Takes train's arguments; exit 1 when it does not fit."""
+    use_engine(engine)
+    raise typer.Exit(_plan(data, config, settings, timed=time_steps))
 
 
 @app.command()
@@ -552,6 +586,51 @@ def track(folder: Path = typer.Argument(..., help="finished run folder, or tune 
 
         line = upload(folder, force=force)
     out_console.print(line, highlight=False, soft_wrap=True)
+
+
+# ---- embedding runs (--task embedding): vectors of a file, and a corpus searched by meaning ---------------------
+def _embedder(run: Path):
+    from tunesmith.predictor import Predictor
+
+    p = Predictor.load(run)
+    if p.task.kind != "embedder":
+        raise TunesmithError(f"{run}: a {p.task.name} run gives no vectors; train one with --task embedding")
+    return p
+
+
+@app.command()
+def embed(run: Path = typer.Argument(..., help="embedding run folder"),
+          data: Path = typer.Argument(..., help="texts: .txt (one a line) or a table with a text column"),
+          out: Path = typer.Option(..., help="write the texts with a `vector` column (Parquet, JSONL, CSV)"),
+          text_column: Optional[str] = typer.Option(None),
+          overwrite: bool = typer.Option(False, help="replace an existing --out file")):
+    """Write one unit vector per text (cosine similarity = dot product)."""
+    from tunesmith import api
+
+    _embedder(run)
+    frame = api.predict(run, data, out=str(out), text_column=text_column, overwrite=overwrite)
+    out_console.print(f"wrote {len(frame)} vectors of {len(frame['vector'].iloc[0]) if len(frame) else 0} "
+                      f"dimensions to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def search(run: Path = typer.Argument(..., help="embedding run folder"),
+           corpus: Path = typer.Option(..., help="texts to search: .txt (one a line) or a table with a text column"),
+           query: str = typer.Option(..., help="what to look for"),
+           k: int = typer.Option(5, min=1, help="how many texts to show"),
+           text_column: Optional[str] = typer.Option(None)):
+    """The corpus texts closest in meaning to a query, with their cosine similarity."""
+    from tunesmith.tasks.embedding.inference import top_k
+
+    p = _embedder(run)
+    _, texts = p.task.read_inputs(str(corpus), text_column)
+    hits = top_k(p.outputs([query]), p.outputs(texts), k)[0]
+    t = Table(title=f"{query!r} in {corpus} ({len(texts)} texts)")
+    for c, j in (("rank", "right"), ("score", "right"), ("text", "left")):
+        t.add_column(c, justify=j)
+    for r, (i, s) in enumerate(hits, 1):
+        t.add_row(str(r), f"{s:.4f}", texts[i])
+    out_console.print(t)
 
 
 ARGV_ENV = "TUNESMITH_ARGV"  # train/distributed.launch: the arguments of each --nproc process, as JSON

@@ -26,6 +26,7 @@ SECTIONS = {
     "training": "Training",
     "lora": "LoRA (--strategy lora)",
     "sft": "Instruction tuning (--task sft)",
+    "seq2seq": "Sequence to sequence (--task seq2seq)",
     "output": "Output and checks",
 }
 
@@ -107,6 +108,10 @@ class Recipe(BaseModel):
     max_new_tokens: int = setting(128, "sft", "generation limit in evaluation", ge=1)
     eval_generations: int = setting(16, "sft", "held-out prompts generated before/after", ge=0)
     few_shot_k: int = setting(3, "sft", "examples in the retrieval few-shot baseline; 0 = off", ge=0)
+    # sequence to sequence (task seq2seq): beam search as evaluation, `generate` and serve decode
+    num_beams: int = setting(4, "seq2seq", "beams of the beam search (1 = greedy)", ge=1)
+    length_penalty: float = setting(1.0, "seq2seq", "beam score divided by length**this: >1 favours longer "
+                                    "outputs, <1 shorter")
     # output
     out: str | None = setting(None, "output", "run folder (default runs/<time>-<name>)", path=True)
     audit: bool = setting(True, "output", "audit the data before training")

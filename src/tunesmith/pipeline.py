@@ -84,6 +84,21 @@ def command_inputs(recipe, config=None) -> list:
     return [f for f in files if f]
 
 
+def load_and_encode(task, recipe, data: Prepared, on_event, memo=None):
+    """The stages from the settings sized to the data to the token ids (train and plan): (recipe with its
+    max_length, model, tokenizer, model path, device, bf16, encoded splits)."""
+    from tunesmith.models.load import resolve_max_length
+
+    recipe = task.resolve(recipe, data)
+    model, tok, model_path = task.load_model(recipe)
+    recipe = recipe.model_copy(update={"max_length": resolve_max_length(
+        recipe.max_length, model.config, tok, recipe.model, default=task.default_max_length)})
+    device = run_device()  # decided once: this process's GPU under --nproc, else the CPU
+    bf16 = use_bf16(recipe.bf16, device)
+    enc = task.encode(tok, data, recipe, on_event, memo=memo, model_path=model_path)
+    return recipe, model, tok, model_path, device, bf16, enc
+
+
 # ---- the whole run -------------------------------------------------------------------------------------------
 def train(train_path: str | None = None, *, config: str | None = None, resume: bool = False,
           overwrite: bool = False, on_event=None, stop=None, prepared: Prepared | None = None,
@@ -124,17 +139,9 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     elif recipe.audit and prepared is None and main:  # tune audits once, not per trial
         audit_report = task.audit(recipe, data, on_event)
         audit_summary = audit_report.summary() if audit_report is not None else None
-    recipe = task.resolve(recipe, data)
 
-    # stage: model
-    model, tok, model_path = task.load_model(recipe)
-    from tunesmith.models.load import resolve_max_length
-
-    recipe = recipe.model_copy(update={"max_length": resolve_max_length(
-        recipe.max_length, model.config, tok, recipe.model, default=task.default_max_length)})
-    device = run_device()  # decided once: this process's GPU under --nproc, else the CPU
-    bf16 = use_bf16(recipe.bf16, device)
-    enc = task.encode(tok, data, recipe, on_event, memo=memo, model_path=model_path)
+    # stage: model and token ids
+    recipe, model, tok, model_path, device, bf16, enc = load_and_encode(task, recipe, data, on_event, memo)
 
     # stage: write the recipe (resolved) with provenance
     if main:
@@ -188,7 +195,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         metrics["audit"] = audit_summary
     metrics.update({"history": result.history, "best_epoch": result.best_epoch,
                     "stopped_early": result.stopped_early, "train_seconds": round(result.train_seconds, 3),
-                    "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2)})
+                    "train_samples_per_second": round(result.train_samples / max(result.train_seconds, 1e-9), 2),
+                    "memory": result.memory})
     if result.train_tokens:
         metrics["train_tokens_per_second"] = round(result.train_tokens / max(result.train_seconds, 1e-9), 1)
     arrays = task.measure(metrics, merged, tok, enc, data, recipe, baselines, device, bf16, on_event)

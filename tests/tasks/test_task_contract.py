@@ -44,6 +44,21 @@ def _entities(tmp_path):
     return p, ["alice flew to paris", "a text of no entity"]
 
 
+def _pairs(tmp_path):
+    rows = [{"anchor": f"question {i} about {w}", "positive": f"{w} answer number {i}"}
+            for i, w in enumerate(["alpha", "bravo", "charlie", "delta"] * 15)]
+    p = tmp_path / "pairs.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p, ["alpha question", "bravo answer"]
+
+
+def _translations(tmp_path):
+    rows = [{"source": f"ich sehe {w} {i}", "target": f"i see {w} {i}"} for i, w in enumerate(["hund", "haus"] * 20)]
+    p = tmp_path / "translations.csv"
+    pd.DataFrame(rows).to_csv(p, index=False)
+    return p, ["ich sehe hund", "ich sehe haus"]
+
+
 # name → (tiny architecture, data writer, settings for one optimizer step)
 CASES = {
     "single_label": ("bert", lambda t: _classification(t, False), dict(batch_size=64, max_length=32)),
@@ -51,6 +66,8 @@ CASES = {
     "sft": ("llama", _instructions, dict(batch_size=32, max_length=48, max_new_tokens=4, eval_generations=2,
                                          few_shot_k=0, strategy="lora")),
     "token": ("bert", _entities, dict(batch_size=64, max_length=32)),
+    "embedding": ("bert", _pairs, dict(batch_size=64, max_length=32)),
+    "seq2seq": ("bert", _translations, dict(batch_size=64, max_length=32, max_new_tokens=4, num_beams=2)),
 }
 
 

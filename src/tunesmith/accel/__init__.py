@@ -72,6 +72,10 @@ class PlainEngine:
         gather_grads() after each backward, for_optimizer() for optim.optimizer_step."""
         return contextlib.nullcontext(NoMasters())
 
+    def keeps_copies(self, model, *, masters: bool = True) -> bool:
+        """Whether training keeps bf16 copies of the trainable Linear weights (train/memory.py counts them)."""
+        return False
+
     def inference(self, model, *, keep: bool = False):
         return contextlib.nullcontext()
 
@@ -94,9 +98,12 @@ class CpuBf16Engine(PlainEngine):
         (the masters take it in). masters=False: the model computes as it is (a head on cached fp32
         features; causal LMs, where master weights are not measured)."""
         cpu_malloc.tune()
-        on = masters and master_weights.applicable(model, self.device, self.bf16, self.distributed)
+        on = self.keeps_copies(model, masters=masters)
         with fast_dropout.enabled(model), master_weights.use(model, opt, on) as mw:
             yield mw
+
+    def keeps_copies(self, model, *, masters: bool = True) -> bool:
+        return masters and master_weights.applicable(model, self.device, self.bf16, self.distributed)
 
     def inference(self, model, *, keep: bool = False):
         """bf16 end to end (master_weights.bf16_inference); PEFT wrappers keep plain autocast. keep=True

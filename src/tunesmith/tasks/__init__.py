@@ -12,6 +12,8 @@ REGISTRY = {
     "multilabel": "tunesmith.tasks.classification:MultiLabel",
     "sft": "tunesmith.tasks.sft:InstructionTuning",
     "token": "tunesmith.tasks.token:TokenClassification",
+    "embedding": "tunesmith.tasks.embedding:Embedding",
+    "seq2seq": "tunesmith.tasks.seq2seq:Seq2Seq",
 }
 
 

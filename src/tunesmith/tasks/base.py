@@ -54,6 +54,8 @@ class Steps:
     masters: bool = True     # CPU engine: bf16 compute copies over fp32 master weights may apply
     lazy_rows: bool = False  # CPU engine: sparse updates of the input embedding's rows
     autocast: bool = True    # bf16 autocast around the forward (when the run is bf16)
+    probe_memory: bool = True  # train/memory.py may run batch() and loss() on the longest unit before the
+                               # first step (after start()); False: the loss needs the epoch's context
 
     def module(self, model):
         """What the training forward calls; DDP wraps it under --nproc. Default: the model."""
@@ -103,6 +105,29 @@ class Steps:
     def validate(self, model) -> tuple[dict, float, bool]:  # pragma: no cover - contract
         """(record fields, the score early stopping reads, whether higher is better)."""
         raise NotImplementedError
+
+
+def input_column(frame, path, text_column: str | None, candidates) -> str:
+    """The column of `frame` (read from `path`) holding the inputs to predict on: --text-column, else the first
+    of `candidates` in any case; one line naming the file and its columns when there is none."""
+    low = {str(c).lower(): c for c in frame.columns}
+    col = text_column if text_column in frame.columns else next((low[c] for c in candidates if c in low), None)
+    if col is None:
+        raise TunesmithError(f"{path}: no column {text_column or ' or '.join(candidates)} with the texts; "
+                             f"columns are {', '.join(map(str, frame.columns))} (--text-column names it)")
+    return col
+
+
+def texts_request(name: str, limits, example: list[str]):
+    """The request of a server that takes one list of `texts` (classifiers, taggers, encoders): a pydantic
+    model called `name` (the OpenAPI schema's name), sized by serve's limits, with an example body."""
+    from typing import Annotated
+
+    from pydantic import ConfigDict, Field, StrictStr, create_model
+
+    texts = Annotated[list[StrictStr], Field(min_length=1, max_length=limits.max_texts)]
+    return create_model(name, __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": example}]}),
+                        texts=(texts, ...))
 
 
 class Task:

@@ -25,8 +25,7 @@ import torch
 from tunesmith import accel
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
-from tunesmith.train import distributed
-from tunesmith.data.batching import epoch_batches
+from tunesmith.train import distributed, memory
 from tunesmith.train.checkpoint import (atomic_save, load_resume, load_trainable, load_weights, save_resume,
                                        trainable_state)
 from tunesmith.train.optim import optimizer_and_schedule, optimizer_step
@@ -68,6 +67,7 @@ class FitResult:
     train_samples: int = 0
     stopped_early: bool = False
     train_tokens: int = 0  # SFT: response and prompt tokens trained on
+    memory: dict = field(default_factory=dict)  # the predicted peak (train/memory.py) and the measured one
 
 
 @dataclass
@@ -170,6 +170,18 @@ def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Pat
                     on_event=on_event, stop=stop, acc=acc, engine=engine)
 
 
+def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Budget":
+    """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
+    one line with settings that would fit, not hours later."""
+    _, world = distributed.world()
+    per_process = recipe.model_copy(update={"batch_size": math.ceil(recipe.batch_size / world)})
+    budget = memory.estimate(model, steps, per_process, device, bf16,
+                             copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
+    if not budget.fits:
+        raise TunesmithError(memory.refusal(budget, model))
+    return budget
+
+
 def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop, acc, engine):
     rank, world = distributed.world()
     main = rank == 0
@@ -185,6 +197,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
     net = acc.prepare_model(module) if acc is not None else module
     if hasattr(steps, "start"):
         steps.start(model, distributed=acc is not None)
+    budget = check_memory(model, steps, recipe, device, bf16, engine)
 
     n_batches = math.ceil(len(steps.lengths) / recipe.batch_size)
     total_steps = math.ceil(n_batches / recipe.grad_accum) * recipe.epochs
@@ -210,7 +223,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
     with (stop or StopFlag()) as flag, engine.training(model, opt, masters=getattr(steps, "masters", True)) as mw:
         while st.epoch < recipe.epochs and not st.stopped_early:
             epoch = st.epoch
-            batches = epoch_batches(steps.lengths, recipe.batch_size, recipe.seed, epoch)
+            batches = steps.batches(recipe.batch_size, recipe.seed, epoch)
             # A resumed partial epoch starts from the sums saved at the interrupt, so it reports the same
             # train loss as an uninterrupted run (held by rank 0 only: the epoch-end all_sum adds them once).
             t0 = time.perf_counter()
@@ -279,4 +292,6 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
         acc.wait_for_everyone()  # rank 0 has written best.pt
     if best_path.exists() and st.best_epoch is not None:
         load_trainable(model, load_weights(best_path))
-    return st.result()
+    result = st.result()
+    result.memory = {"predicted_peak_mib": round(budget.peak / memory.MIB, 1), **memory.used(device)}
+    return result

@@ -129,18 +129,9 @@ class ClassifierInference:
     # ---- serving: POST /predict {texts} → {predictions} (tasks/base.py, serve/app.py) ------------------------------
     @classmethod
     def serve_request(cls, limits):
-        from typing import Annotated
+        from tunesmith.tasks.base import texts_request
 
-        from pydantic import BaseModel, ConfigDict, Field, StrictStr
-
-        Texts = Annotated[list[StrictStr], Field(min_length=1, max_length=limits.max_texts)]
-
-        class PredictRequest(BaseModel):
-            model_config = ConfigDict(extra="forbid",
-                                      json_schema_extra={"examples": [{"texts": ["where is my card?"]}]})
-            texts: Texts
-
-        return PredictRequest
+        return texts_request("PredictRequest", limits, ["where is my card?"])
 
     @classmethod
     def serve_response(cls):

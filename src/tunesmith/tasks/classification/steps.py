@@ -43,6 +43,7 @@ class ClassifierSteps(Steps):
         self.direct = (self.use_cache and self.k == num_layers(model) and not distributed
                        and heads.for_model(model) is not None)
         self.masters = not self.direct  # the direct head computes in fp32 on cached features
+        self.probe_memory = not self.direct  # its loss reads the replayed features (made in epoch_start)
         self.autocast = not self.direct
 
     def chooses(self, on_event) -> bool:

@@ -13,6 +13,7 @@ import functools
 import numpy as np
 
 from tunesmith.errors import TunesmithError
+from tunesmith.tasks.base import input_column
 from tunesmith.tasks.token.data import Sentence, entities, repair, words_of
 
 TEXT_COLUMNS = ("text", "tokens", "words", "sentence")
@@ -81,11 +82,7 @@ class TokenInference:
             sents = token_data.read(path).sentences
             return pd.DataFrame({"text": [s.text for s in sents]}), [s.tokens for s in sents]
         frame = read_table(path)
-        cols = {str(c).lower(): c for c in frame.columns}
-        col = text_column if text_column in frame.columns else next((cols[c] for c in TEXT_COLUMNS if c in cols), None)
-        if col is None:
-            raise TunesmithError(f"{path}: no column {text_column or ' or '.join(TEXT_COLUMNS)} with the texts; "
-                                 f"columns are {', '.join(map(str, frame.columns))} (--text-column names it)")
+        col = input_column(frame, path, text_column, TEXT_COLUMNS)
         items = []
         for i, v in enumerate(frame[col]):
             if isinstance(v, (list, tuple, np.ndarray)):
@@ -175,18 +172,9 @@ class TokenInference:
     # ---- serving: POST /predict {texts} → {predictions: [{entities}]} (tasks/base.py, serve/app.py) -------------
     @classmethod
     def serve_request(cls, limits):
-        from typing import Annotated
+        from tunesmith.tasks.base import texts_request
 
-        from pydantic import BaseModel, ConfigDict, Field, StrictStr
-
-        Texts = Annotated[list[StrictStr], Field(min_length=1, max_length=limits.max_texts)]
-
-        class EntitiesRequest(BaseModel):
-            model_config = ConfigDict(extra="forbid", json_schema_extra={
-                "examples": [{"texts": ["Aspirin 100 mg was given to Jane Doe in Boston on 3 May."]}]})
-            texts: Texts
-
-        return EntitiesRequest
+        return texts_request("EntitiesRequest", limits, ["Aspirin 100 mg was given to Jane Doe in Boston on 3 May."])
 
     @classmethod
     def serve_response(cls):
