@@ -1,6 +1,7 @@
 """Shared fixtures: tiny random models of several architectures, real data paths."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -156,3 +157,34 @@ def one_line_error(code, err) -> str:
     errors = [l for l in err.splitlines() if l.startswith("error:")]
     assert len(errors) == 1, err
     return errors[0]
+
+
+def no_dropout_copy(src, dest: Path, **zeros) -> Path:
+    """A copy of a model folder with its dropout settings at 0 (`zeros`): each process of a DDP run draws
+    its own dropout masks, so runs compared across process counts must have none."""
+    import shutil
+
+    shutil.copytree(src, dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    cfg.update({k: 0.0 for k in zeros})
+    (dest / "config.json").write_text(json.dumps(cfg))
+    return dest
+
+
+def assert_trained_alike(one: Path, two: Path, val_loss: bool = True) -> None:
+    """Two run folders trained alike (DDP against one process): each epoch's losses to rel 1e-4 and the
+    saved weights to rtol 1e-4."""
+    import torch
+    from safetensors.torch import load_file
+
+    h1 = json.loads((one / "metrics.json").read_text())["history"]
+    h2 = json.loads((two / "metrics.json").read_text())["history"]
+    assert len(h1) == len(h2)
+    for a, b in zip(h1, h2):
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4, abs=1e-6)
+        if val_loss:
+            assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4, abs=1e-6)
+    w1, w2 = load_file(one / "model" / "model.safetensors"), load_file(two / "model" / "model.safetensors")
+    assert w1.keys() == w2.keys()
+    for n in w1:
+        torch.testing.assert_close(w2[n], w1[n], rtol=1e-4, atol=2e-5)

@@ -164,7 +164,12 @@ def train(
     overwrite: bool = typer.Option(False, help="replace an existing run folder (only the files a run wrote)"),
     resume: bool = typer.Option(False, help="continue an interrupted run in --out"),
     config: Optional[Path] = typer.Option(None, help="recipe.yaml to re-run (flags override it)"),
-    nproc: int = typer.Option(1, min=1, help="data-parallel processes (DDP: one per GPU, or gloo on CPU)"),
+    nproc: int = typer.Option(1, min=1, help="data-parallel processes (DDP: one per GPU, or gloo on CPU); "
+                                              "per machine with --nnodes"),
+    nnodes: int = typer.Option(1, min=1, help="machines: run the same command on each, with its --node-rank"),
+    node_rank: int = typer.Option(0, min=0, help="this machine's number, 0 to --nnodes - 1 (0 writes the run)"),
+    master_addr: Optional[str] = typer.Option(None, help="--nnodes: the address of machine 0, the same on all"),
+    master_port: Optional[int] = typer.Option(None, help="--nnodes: a free port on machine 0, the same on all"),
     engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (tunesmith plan) and stop"),
     *,
@@ -174,10 +179,12 @@ def train(
     use_engine(engine)
     if dry_run:
         raise typer.Exit(_plan(data, config, settings, timed=True))
-    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+    if (nproc > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
         from tunesmith.train.distributed import launch
 
-        raise typer.Exit(launch(nproc))  # the same command, once per process
+        # the same command, once per process
+        raise typer.Exit(launch(nproc, nnodes=nnodes, node_rank=node_rank, master_addr=master_addr,
+                                master_port=master_port))
     from tunesmith import api
 
     reporter = ProgressReporter()
@@ -240,7 +247,8 @@ def plan(
 
 @app.command()
 def audit(
-    data: Path = typer.Argument(..., help="training data: CSV, TSV, JSONL or Parquet"),
+    data: Path = typer.Argument(..., help="training data: CSV, TSV, JSONL or Parquet; tagged sentences as JSONL "
+                                          "or CoNLL get the token task's checks"),
     test: Optional[Path] = typer.Option(None, help="test data: checked for leakage from train"),
     validation: Optional[Path] = typer.Option(None, help="validation data: checked for leakage into test"),
     model: str = typer.Option("minilm", help="model whose tokenizer and embeddings the audit uses"),
@@ -443,14 +451,16 @@ def serve(run: Path = typer.Argument(..., help="run folder"),
                                                         "(default 8 KiB x --max-queue)"),
           info_details: bool = typer.Option(False, help="/info also shows the run's path and test metrics"),
           threads: Optional[int] = typer.Option(None, help="torch threads (1 is faster on a busy shared CPU)"),
+          corpus: Optional[Path] = typer.Option(None, help="embedding runs: texts POST /search looks through "
+                                                "(.txt or a table with a text column), embedded at start-up"),
           engine: Optional[str] = typer.Option(None, help=ENGINE_HELP)):
-    """Serve predictions over HTTP (FastAPI): /predict, /health, /info, /docs."""
+    """Serve predictions over HTTP (FastAPI): the task's route (/predict, /embed, ...), /health, /info, /docs."""
     use_engine(engine)
     from tunesmith.serve import serve_run
 
     serve_run(run, host=host, port=port, token_file=token_file, allow_hosts=allow_host or (),
               info_details=info_details, max_batch=max_batch, max_wait_ms=max_wait_ms, max_queue=max_queue,
-              max_queue_bytes=max_queue_bytes, threads=threads)
+              max_queue_bytes=max_queue_bytes, threads=threads, task_options={"corpus": corpus} if corpus else None)
 
 
 @app.command()
@@ -652,7 +662,8 @@ def main():
     try:
         app()
     except TunesmithError as e:
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        if os.environ.get("LOCAL_RANK", "0") == "0":  # --nproc: the same line from every process, once a machine
+            console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         console.print("interrupted")

@@ -16,7 +16,7 @@ def cache_root() -> Path:
     """Where converted models, embeddings and frozen-layer features are kept: $TUNESMITH_CACHE."""
     return Path(os.environ.get("TUNESMITH_CACHE") or Path.home() / ".cache" / "tunesmith")
 
-STRATEGY_RE = re.compile(r"^(full|head|lora|freeze:\d+)$")
+STRATEGY_RE = re.compile(r"^(full|head|lora|qlora|freeze:\d+)$")
 
 # The sections of a recipe, in the order `tunesmith train --help` shows them (one panel each). recipe.yaml
 # stays one flat mapping: a section is documentation and grouping, never a level of the file.
@@ -72,7 +72,8 @@ class Recipe(BaseModel):
     stride: int | None = setting(None, "model", "--task token: sub-tokens shared by the overlapping windows "
                                  "over texts longer than --max-length (default a quarter of it)", ge=0)
     # training
-    strategy: str = setting("full", "training", "full | head | freeze:K | lora")
+    strategy: str = setting("full", "training",
+                            "full | head | freeze:K | lora | qlora (LoRA on a 4-bit base; CUDA, --task sft)")
     epochs: int = setting(5, "training", "most passes over the training data (early stopping may end sooner)",
                           ge=1)
     lr: float | None = setting(None, "training", "peak learning rate (default: sized to the data)", gt=0)
@@ -126,7 +127,7 @@ class Recipe(BaseModel):
     @classmethod
     def _strategy(cls, v):
         if not STRATEGY_RE.match(v):
-            raise ValueError("must be full, head, lora or freeze:K (K = number of bottom layers to freeze)")
+            raise ValueError("must be full, head, lora, qlora or freeze:K (K = number of bottom layers to freeze)")
         return v
 
 

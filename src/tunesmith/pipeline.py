@@ -25,7 +25,10 @@ from tunesmith.run import (RECIPE, Run, artifact, check_out, check_resumable, ch
 from tunesmith.run import provenance as run_provenance
 from tunesmith.tasks import detection_order, get_task_class
 from tunesmith.tasks.base import BASELINES, Prepared, say
+from tunesmith.models.quantize import QLORA
+from tunesmith.models.quantize import check as check_qlora
 from tunesmith.train import distributed
+from tunesmith.train.strategies import qlora
 
 
 # ---- stage: the recipe and the task ------------------------------------------------------------------------------
@@ -115,6 +118,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if prepared is not None:  # tune: the data was read once, its task decided then
         recipe = recipe.model_copy(update={"task": prepared.task})
     task_cls, recipe = choose_task(recipe, on_event)
+    check_qlora(recipe.strategy, task_cls.name, task_cls.loads_4bit)  # before the data's and the model's work
     inputs = command_inputs(recipe, config)
 
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)
@@ -185,7 +189,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     merged = model
     if hasattr(model, "merge_and_unload"):
         save_model(model, tok, artifact(out, "adapter"))
-        merged = model.merge_and_unload()
+        merged = (qlora.merged(task, recipe, out / "adapter", device) if recipe.strategy == QLORA else
+                  model.merge_and_unload())
     merged = task.finalize_model(merged)
     save_model(merged, tok, artifact(out, "model"))
 

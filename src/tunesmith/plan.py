@@ -45,6 +45,7 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
     on_event = on_event or (lambda *a, **k: None)
     recipe = pipeline.resolve_recipe(train_path, config, False, settings)
     task_cls, recipe = pipeline.choose_task(recipe, on_event)
+    pipeline.check_qlora(recipe.strategy, task_cls.name, task_cls.loads_4bit)
     data = task_cls.prepare(recipe, on_event)
     task = get_task_class(data.task or task_cls.name).from_data(data)
     recipe = recipe.model_copy(update={"task": task.name, **data.columns})
@@ -55,7 +56,7 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
         steps.start(model, distributed=False)
     engine = for_device(device, bf16)
     layers = getattr(model.config, "num_hidden_layers", 1) or 1
-    budget = memory.estimate(model, steps, recipe, device, bf16,  # what train's check_memory computes
+    budget = memory.estimate(model, steps, recipe.batch_size, device, bf16,  # what train's check_memory computes
                              copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
     out = {"task": task.name, "model": recipe.model, "strategy": recipe.strategy, "device": device.type,
            "bf16": bf16, "engine": engine.name, "rows": len(steps.lengths), **budget.to_dict(),

@@ -129,17 +129,12 @@ def test_sft_task_detected_from_instruction_columns(tiny_models, tmp_path):
 def test_sft_two_processes_match_one(tiny_models, tmp_path, monkeypatch):
     """--nproc 2 (gloo on CPU) through the same loop as classification: the same losses and weights as one
     process on the same global batches. Dropout off in the model: its draws differ per process."""
-    import shutil
     import subprocess
     import sys
 
-    from safetensors.torch import load_file
+    from conftest import assert_trained_alike, no_dropout_copy
 
-    model = tmp_path / "llama"
-    shutil.copytree(tiny_models["llama"], model)
-    cfg = json.loads((model / "config.json").read_text())
-    cfg.update(attention_dropout=0.0, hidden_dropout=0.0)
-    (model / "config.json").write_text(json.dumps(cfg))
+    model = no_dropout_copy(tiny_models["llama"], tmp_path / "llama", attention_dropout=0, hidden_dropout=0)
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
     data = _data(tmp_path, 40)
     common = dict(task="sft", model=str(model), strategy="full", epochs=2, lr=1e-3, bf16="off", batch_size=6,
@@ -153,11 +148,4 @@ def test_sft_two_processes_match_one(tiny_models, tmp_path, monkeypatch):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert len(two["history"]) == len(one.metrics["history"]) == 2
-    for a, b in zip(one.metrics["history"], two["history"]):
-        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4, abs=1e-6)
-        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4, abs=1e-6)
-    w1 = load_file(tmp_path / "one" / "model" / "model.safetensors")
-    w2 = load_file(tmp_path / "two" / "model" / "model.safetensors")
-    assert w1.keys() == w2.keys()
-    for n in w1:
-        torch.testing.assert_close(w2[n], w1[n], rtol=1e-4, atol=2e-5)
+    assert_trained_alike(tmp_path / "one", tmp_path / "two")

@@ -101,7 +101,7 @@ def test_task_contract(name, tiny_models, tmp_path, monkeypatch):
     assert len(frame) == len(items) and set(p.task.columns(recs)) <= set(frame.columns)
 
     # serve one request on the task's route
-    body = {"texts": items} if cls.serve_route == "/predict" else {"prompts": items}
+    body = {"texts": items} if "texts" in cls.serve_request(Limits()).model_fields else {"prompts": items}
     with TestClient(create_app(run.path, Limits()), base_url="http://localhost") as client:
         r = client.post(cls.serve_route, json=body)
         assert r.status_code == 200, r.text

@@ -1,6 +1,5 @@
 """DDP: two CPU processes (gloo) on the same global batch train to what one process trains to."""
 import json
-import shutil
 import subprocess
 import sys
 
@@ -10,18 +9,12 @@ from safetensors.torch import load_file
 
 import tunesmith
 
-
-def _no_dropout_copy(src, dst):
-    # Dropout draws differ per process; without it both runs compute the same function exactly.
-    shutil.copytree(src, dst)
-    cfg = json.loads((dst / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, classifier_dropout=0.0)
-    (dst / "config.json").write_text(json.dumps(cfg))
-    return dst
+from conftest import no_dropout_copy
 
 
 def test_two_processes_match_one(tiny_models, toy_csv, tmp_path, monkeypatch):
-    model = _no_dropout_copy(tiny_models["bert"], tmp_path / "bert")
+    model = no_dropout_copy(tiny_models["bert"], tmp_path / "bert", hidden_dropout_prob=0,
+                            attention_probs_dropout_prob=0, classifier_dropout=0)
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
     args = ["train", str(toy_csv), "--model", str(model), "--epochs", "2", "--lr", "1e-3", "--batch-size", "15",
             "--bf16", "off", "--seed", "3"]

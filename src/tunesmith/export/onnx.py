@@ -1,5 +1,6 @@
-"""ONNX graph (logits from input_ids + attention_mask, dynamic batch and length; per-token logits keep the
-length axis too), tokenizer files beside it, optional int8 dynamic quantisation of the weights (onnxruntime).
+"""ONNX graph (the task's `graph_output`, logits or hidden states, from input_ids + attention_mask, dynamic
+batch and length; per-token outputs keep the length axis too), tokenizer files beside it, optional int8
+dynamic quantisation of the weights (onnxruntime).
 Parity runs the graph through the run's own Predictor (SessionModel stands in for the PyTorch model), so
 the check sees the task's encoding (a tagger's windows, a classifier's cut) exactly as predict and serve do."""
 from __future__ import annotations
@@ -16,47 +17,47 @@ OPSET = 17
 
 
 class Logits(torch.nn.Module):
-    """Only logits out, and only the two inputs every tokenizer gives (token types are all 0 here)."""
+    """Only the task's output (`name`), and only the two inputs every tokenizer gives (token types are all 0)."""
 
-    def __init__(self, model):
+    def __init__(self, model, name: str = "logits"):
         super().__init__()
-        self.model = model
+        self.model, self.name = model, name
 
     def forward(self, input_ids, attention_mask):
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+        return getattr(self.model(input_ids=input_ids, attention_mask=attention_mask), self.name)
 
 
 class SessionModel(torch.nn.Module):
-    """An onnxruntime session where the Predictor expects a Hugging Face model: model(**batch).logits."""
+    """An onnxruntime session where the Predictor expects a Hugging Face model: model(**batch).<name>."""
 
-    def __init__(self, session, config):
+    def __init__(self, session, config, name: str = "logits"):
         super().__init__()
-        self.session, self.config = session, config
+        self.session, self.config, self.name = session, config, name
 
     def forward(self, input_ids, attention_mask, **_):
         from types import SimpleNamespace
 
-        z = self.session.run(["logits"], {"input_ids": input_ids.cpu().numpy().astype(np.int64),
-                                          "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})[0]
-        return SimpleNamespace(logits=torch.from_numpy(z))
+        z = self.session.run([self.name], {"input_ids": input_ids.cpu().numpy().astype(np.int64),
+                                           "attention_mask": attention_mask.cpu().numpy().astype(np.int64)})[0]
+        return SimpleNamespace(**{self.name: torch.from_numpy(z)})
 
 
 def export(run, out, ref, quantize=None) -> dict:
     model = ref.model.float().eval()
     sample = ref.tok(["a short one", "a somewhat longer example sentence for tracing"], padding=True,
                      return_tensors="pt")
-    path = out / "model.onnx"
-    with torch.no_grad():  # a tagger's logits have a length axis, a classifier's do not
-        per_token = model(**{k: sample[k] for k in ("input_ids", "attention_mask")}).logits.ndim == 3
+    path, name = out / "model.onnx", ref.task.graph_output
+    with torch.no_grad():  # a tagger's logits and an encoder's hidden states have a length axis
+        per_token = getattr(model(**{k: sample[k] for k in ("input_ids", "attention_mask")}), name).ndim == 3
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             # The TorchScript exporter: needs no onnxscript and handles every encoder we train.
-            torch.onnx.export(Logits(model), (sample["input_ids"], sample["attention_mask"]), str(path),
-                              input_names=["input_ids", "attention_mask"], output_names=["logits"],
+            torch.onnx.export(Logits(model, name), (sample["input_ids"], sample["attention_mask"]), str(path),
+                              input_names=["input_ids", "attention_mask"], output_names=[name],
                               dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                                             "attention_mask": {0: "batch", 1: "sequence"},
-                                            "logits": {0: "batch", 1: "sequence"} if per_token else {0: "batch"}},
+                                            name: {0: "batch", 1: "sequence"} if per_token else {0: "batch"}},
                               opset_version=OPSET, dynamo=False)
     except Exception as e:
         raise TunesmithError(f"{run.path}: ONNX export of this {model.config.model_type} model failed "
@@ -76,7 +77,7 @@ def export(run, out, ref, quantize=None) -> dict:
         path = qpath
     ref.tok.save_pretrained(out)
     model.config.save_pretrained(out)  # label names for whoever loads the graph
-    graph = ref.predictor.with_model(SessionModel(make_session(path), model.config))
+    graph = ref.predictor.with_model(SessionModel(make_session(path), model.config, name))
 
     def predict(texts) -> np.ndarray:
         return ref.probabilities(texts, graph)

@@ -6,7 +6,7 @@ import sys
 
 
 def serve_run(run_path, host: str = "127.0.0.1", port: int = 8000, *, token_file=None, allow_hosts=(),
-              info_details: bool = False, **limits) -> None:
+              info_details: bool = False, task_options: dict | None = None, **limits) -> None:
     """Serve until stopped. The bearer token comes from `token_file`, else $TUNESMITH_SERVE_TOKEN; without
     one, binding beyond loopback prints a warning. Bad settings raise TunesmithError before the model loads."""
     import uvicorn
@@ -22,5 +22,5 @@ def serve_run(run_path, host: str = "127.0.0.1", port: int = 8000, *, token_file
     for line in warnings + bind_warnings(host, token):
         print(f"warning: {line}", file=sys.stderr)
     app = create_app(run_path, limits, token=token, allow_hosts=HostCheck(host, allow_hosts),
-                     info_details=info_details)
+                     info_details=info_details, task_options=task_options)
     uvicorn.run(app, host=host, port=port, log_level="info")

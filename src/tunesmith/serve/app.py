@@ -1,5 +1,6 @@
-"""FastAPI app factory: the task's route (POST `serve_route`: /predict, /generate, ...), /health, /info, OpenAPI
-at /docs. The task supplies that route's schema (tasks/base.py `serve_*`); this module never asks which task.
+"""FastAPI app factory: the task's route (POST `serve_route`: /predict, /generate, ...) and any it adds
+(`serve_routes`), /health, /info, OpenAPI at /docs. The task supplies their schemas (tasks/base.py `serve_*`);
+this module never asks which task.
 
 Every error, whoever raises it (the guard, FastAPI, Starlette, the model), answers one JSON shape:
 {"error": {"code": "...", "message": "..."}} (422 adds "details"), and the OpenAPI schema says so.
@@ -89,10 +90,11 @@ def _message(errors) -> str:
 
 
 def create_app(run_path, limits: Limits | None = None, *, token: str | None = None,
-               allow_hosts: HostCheck | list[str] | None = None, info_details: bool = False) -> FastAPI:
+               allow_hosts: HostCheck | list[str] | None = None, info_details: bool = False,
+               task_options: dict | None = None) -> FastAPI:
     """`token`: every path but /health then needs `Authorization: Bearer <token>`. `allow_hosts`: Host
     names accepted besides the localhost names (or a HostCheck). `info_details`: /info also shows the run's
-    path and held-out metrics."""
+    path and held-out metrics. `task_options`: given to the task's serve_routes (e.g. a corpus to search)."""
     limits = limits or Limits()
     hosts = allow_hosts if isinstance(allow_hosts, HostCheck) else HostCheck(extra=allow_hosts or ())
     model = predictors.load(run_path)
@@ -176,22 +178,25 @@ def create_app(run_path, limits: Limits | None = None, *, token: str | None = No
                                    swagger_favicon_url=f"{root}/docs/assets/favicon-32x32.png",
                                    swagger_ui_parameters={"validatorUrl": None})  # no call to swagger.io
 
-    # The one task route. Its name gives the OpenAPI operation id and summary (/predict: predict_predict_post,
-    # "Predict"), as the hand-written routes before it did.
-    task, route = model.task, model.task.serve_route
-    RequestModel = task.serve_request(limits)
+    # The task's route, and any it adds (tasks/base.ServeRoute). A route's name gives the OpenAPI operation id
+    # and summary (/predict: predict_predict_post, "Predict"), as the hand-written routes before it did.
+    def post(route, RequestModel, response, inputs, body):
+        @app.post(route, name=route.strip("/").replace("/", "_"), response_model=response,
+                  dependencies=auth, max_body_size=limits.max_body_bytes,
+                  responses=_responses(400, *denied, 413, 422, 503, 500))
+        async def answer(req: RequestModel):
+            t0 = time.perf_counter()
+            items, cut = model.items(req, limits, inputs)
+            records = await batcher.submit(items, sum(len(t.encode("utf-8")) for t, _ in items))
+            for r, c in zip(records, cut):
+                r["truncated"] = r["truncated"] or c
+            return {**body(req, records), "model": name, "seconds": round(time.perf_counter() - t0, 4)}
 
-    @app.post(route, name=route.strip("/").replace("/", "_"), response_model=task.serve_response(),
-              dependencies=auth, max_body_size=limits.max_body_bytes,
-              responses=_responses(400, *denied, 413, 422, 503, 500))
-    async def answer(req: RequestModel):
-        t0 = time.perf_counter()
-        items, cut = model.items(req, limits)
-        records = await batcher.submit(items, sum(len(t.encode("utf-8")) for t, _ in items))
-        for r, c in zip(records, cut):
-            r["truncated"] = r["truncated"] or c
-        return {**task.serve_body(records), "model": name, "seconds": round(time.perf_counter() - t0, 4)}
-
+    task = model.task
+    post(task.serve_route, task.serve_request(limits), task.serve_response(), None,
+         lambda req, records: task.serve_body(records))
+    for r in task.serve_routes(model.predictor, limits, task_options or {}):
+        post(r.path, r.request, r.response, r.inputs, r.body)
     return app
 
 

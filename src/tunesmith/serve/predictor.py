@@ -24,9 +24,10 @@ class Served:
     def __call__(self, texts: list[str], **options) -> list[dict]:
         return self.predictor.records(texts, **options)
 
-    def items(self, req, limits) -> tuple[list[tuple[str, tuple]], list[bool]]:
-        """(the batcher's items of a request: (text cut to limits.max_chars, its options), which texts were cut)."""
-        texts, options = self.task.serve_inputs(req, limits, self.predictor.settings)
+    def items(self, req, limits, inputs=None) -> tuple[list[tuple[str, tuple]], list[bool]]:
+        """(the batcher's items of a request: (text cut to limits.max_chars, its options), which texts were cut).
+        `inputs`: a task route's own (tasks/base.ServeRoute), else the task's serve_inputs."""
+        texts, options = (inputs or self.task.serve_inputs)(req, limits, self.predictor.settings)
         key = tuple(sorted(options.items()))
         cleaned = [clean(t, limits.max_chars) for t in texts]
         return [(t, key) for t, _ in cleaned], [cut for _, cut in cleaned]

@@ -11,7 +11,8 @@ tasks/__init__.py. The shared code calls only these hooks:
 - the Predictor (predictor.py), serve and export: `from_run`, `load_inference_model`, `options`,
   `read_inputs`, `read_labelled`, `encode_inputs`, `outputs`, `records`, `columns`, `score`, `info`
   (tasks/*/inference.py hold them as a mixin), and serve's schema: `serve_route`, `serve_request`,
-  `serve_response`, `serve_inputs`, `serve_body` (serve/app.py builds its one route from them);
+  `serve_response`, `serve_inputs`, `serve_body` (serve/app.py builds the task's route from them) and
+  `serve_routes` (any routes the task adds, e.g. a search over a corpus given at start-up);
 - the report: `report`.
 
 Why a class with defaults rather than a Protocol: most hooks of a new task are the defaults (no
@@ -130,12 +131,26 @@ def texts_request(name: str, limits, example: list[str]):
                         texts=(texts, ...))
 
 
+@dataclass
+class ServeRoute:
+    """A route a task adds to serve beside `serve_route` (POST `path`): `inputs(req, limits, settings)` → (the
+    texts its answer needs, their forward's options), run through the server's micro-batcher like the main
+    route's; `body(req, records)` → the answer's task fields. `request`/`response`: pydantic classes."""
+    path: str
+    request: Any
+    response: Any
+    inputs: Any
+    body: Any
+
+
 class Task:
     name: ClassVar[str]
     peft_task_type: ClassVar[str]          # peft.TaskType member name (SEQ_CLS, CAUSAL_LM, TOKEN_CLS, ...)
     main_metric: ClassVar[str] = "loss"
     recipe_defaults: ClassVar[dict] = {}   # settings the user did not give (decoders: lora, batch 8, ...)
     exportable: ClassVar[bool] = False     # ONNX export with a parity check
+    loads_4bit: ClassVar[bool] = False     # load_model honours --strategy qlora (models/quantize.load_kwargs)
+    graph_output: ClassVar[str] = "logits"  # export: the forward output the ONNX graph gives (and `outputs` reads)
     mergeable: ClassVar[bool] = False      # tunesmith merge: weight-space merges scored on labelled data
     tunable: ClassVar[bool] = False        # tunesmith tune: trials compared on validation data
     row_audit: ClassVar[bool] = True       # `tunesmith audit` runs audit/'s checks over text and label rows;
@@ -168,6 +183,12 @@ class Task:
     def texts(cls, split) -> list[str]:
         """The raw texts of a prepared split (tune sizes its --max-length choices by their token lengths)."""
         return list(split.texts)
+
+    @classmethod
+    def tune_recipe(cls, recipe):
+        """tune's base recipe, before any data are prepared: the metric trials are compared on must be known
+        (embedding's --metric auto depends on the data's form). Default: unchanged."""
+        return recipe
 
     @classmethod
     def from_data(cls, data: Prepared) -> "Task":
@@ -277,6 +298,13 @@ class Task:
     def serve_body(self, records: list[dict]) -> dict:
         """The answer's task fields: the records of the request's texts (each with `truncated`), in order."""
         return {"predictions": records}
+
+    def serve_routes(self, predictor, limits, options: dict) -> list[ServeRoute]:
+        """Routes besides `serve_route`, made once at start-up (a search index, ...). `options`: what
+        `tunesmith serve` was given for the task (e.g. corpus); a task that takes none refuses any."""
+        if options:
+            raise TunesmithError(f"serve: a {self.name} run takes no {', '.join('--' + k for k in options)}")
+        return []
 
 
 def say(on_event, msg: str) -> None:

@@ -15,6 +15,8 @@ import sys
 
 import torch
 
+from tunesmith.errors import TunesmithError
+
 _ACC = None
 
 
@@ -47,11 +49,22 @@ def all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
-def launch(nproc: int, argv: list[str] | None = None) -> int:
-    """Run `tunesmith <argv>` in `nproc` processes on this machine; returns the exit code."""
+def launch(nproc: int, argv: list[str] | None = None, nnodes: int = 1, node_rank: int = 0,
+           master_addr: str | None = None, master_port: int | None = None) -> int:
+    """Run `tunesmith <argv>` in `nproc` processes on this machine, as node `node_rank` of `nnodes` when
+    several (every node runs the same command; node 0 at `master_addr`:`master_port` holds the rendezvous
+    and its rank 0 writes the run folder); returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-           "--nproc-per-node", str(nproc), "-m", "tunesmith.cli"]
+    if nnodes > 1:
+        if not master_addr or not master_port:
+            raise TunesmithError(f"--nnodes {nnodes}: give every node the same --master-addr (node 0's address) "
+                                 f"and --master-port")
+        where = ["--nnodes", str(nnodes), "--node-rank", str(node_rank), "--master-addr", master_addr,
+                 "--master-port", str(master_port)]
+    else:
+        where = ["--standalone", "--nnodes", "1"]
+    cmd = [sys.executable, "-m", "tunesmith.train.torchrun", *where, "--nproc-per-node", str(nproc), "-m",
+           "tunesmith.cli"]
     # The user's arguments travel in the environment: torch.distributed.run's own parser would
     # otherwise read --nproc, --log... as abbreviations of its options.
     env = {**os.environ, "TUNESMITH_ARGV": json.dumps(argv)}

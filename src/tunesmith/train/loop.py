@@ -160,6 +160,10 @@ class StopFlag:
 
 def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Path, resume: bool = False,
         on_event=None, stop=None) -> FitResult:
+    if distributed.world()[1] > 1 and not getattr(steps, "data_parallel", True):
+        name = getattr(getattr(steps, "task", None), "name", "this task")
+        raise TunesmithError(f"--nproc: --task {name} trains in one process only (its loss compares each row with "
+                             f"the rest of the batch, which one process's share of the batch would change)")
     acc = distributed.accelerator()
     # The CPU speed-ups, or none (TUNESMITH_ENGINE=plain; CUDA): accel/__init__.py. Lazy embedding rows
     # go on before DDP wraps the model: DDP reads each embedding's `sparse` flag when it builds its buckets.
@@ -174,8 +178,7 @@ def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Bu
     """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
     one line with settings that would fit, not hours later."""
     _, world = distributed.world()
-    per_process = recipe.model_copy(update={"batch_size": math.ceil(recipe.batch_size / world)})
-    budget = memory.estimate(model, steps, per_process, device, bf16,
+    budget = memory.estimate(model, steps, math.ceil(recipe.batch_size / world), device, bf16,
                              copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
     if not budget.fits:
         raise TunesmithError(memory.refusal(budget, model))

@@ -157,8 +157,8 @@ class Budget:
                 "peak": self.peak, "fits": self.fits}
 
 
-def estimate(model, steps, recipe, device, bf16: bool, copies: bool) -> Budget:
-    """The Budget of training `model` with `steps` (a task's Steps) at recipe.batch_size rows padded to the
+def estimate(model, steps, batch: int, device, bf16: bool, copies: bool) -> Budget:
+    """The Budget of training `model` with `steps` (a task's Steps) at `batch` rows (per process) padded to the
     longest row's length. `copies`: the CPU engine will keep bf16 copies of the trainable Linear weights."""
     from tunesmith.accel.precision import autocast
 
@@ -190,7 +190,6 @@ def estimate(model, steps, recipe, device, bf16: bool, copies: bool) -> Budget:
         finally:
             model.train(was)
     per_row = max(two - one, 0)
-    batch = recipe.batch_size
     available, source = device_bytes(device)
     return Budget(params=sum(p.numel() for p in params), trainable=n_train, batch=batch,
                   length=int(steps.lengths[longest]), held=_held(device), weights=weights,

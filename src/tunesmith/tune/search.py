@@ -88,7 +88,8 @@ def _prepare_out(args: TuneArgs) -> Path:
 def _base_and_space(args: TuneArgs):
     recipe_doc, space = load_space(args.config)
     base = make_recipe(**{**recipe_doc, "train": args.train, "test": args.test, "metric": args.metric, "out": args.out})
-    _, base = pipeline.choose_task(base, lambda *a, **k: None)  # the task's defaults (token: --metric f1)
+    cls, base = pipeline.choose_task(base, lambda *a, **k: None)  # the task's defaults (token: --metric f1)
+    base = cls.tune_recipe(base)
     models = args.models or space.models or [base.model]
     return base, space, models
 

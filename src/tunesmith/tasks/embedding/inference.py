@@ -62,6 +62,7 @@ def cosine_sim(model, tok, max_length: int, batch_size: int, bf16: bool, device)
 
 class EmbeddingInference:
     kind = "embedder"
+    serve_route = "/embed"
     public_settings = ()
     public_metrics = ("test", "validation")
 
@@ -130,6 +131,26 @@ class EmbeddingInference:
     def columns(self, records: list[dict]) -> dict:
         return {"vector": [r["vector"] for r in records]}
 
+    # ---- export parity (export/parity.py compares these arrays; the graph gives hidden states, pooled here) ----
+    graph_output = "last_hidden_state"
+
+    def probabilities(self, outputs, temperature: float = 1.0) -> np.ndarray:
+        """The unit vectors themselves: parity holds every component to its tolerance."""
+        return np.asarray(outputs, dtype=np.float64)
+
+    def agreement(self, want: np.ndarray, got: np.ndarray) -> dict:
+        """Mean cosine distance between a text's two vectors, and the share of texts whose nearest other sample
+        text is the same under both (what a search would return)."""
+        dist = float((1 - (want * got).sum(1)).mean()) if len(want) else 0.0
+        if len(want) < 2:
+            return {"mean_top_prob_diff": dist, "label_agreement": 1.0}
+        near = []
+        for v in (want, got):
+            s = v @ v.T
+            np.fill_diagonal(s, -np.inf)
+            near.append(s.argmax(1))
+        return {"mean_top_prob_diff": dist, "label_agreement": float((near[0] == near[1]).mean())}
+
     def score(self, outputs, targets, with_loss: bool = True) -> dict:
         """The metrics of training's test split (metrics.measure) on a file's texts."""
         from tunesmith.tasks.embedding.metrics import measure
@@ -148,6 +169,14 @@ class EmbeddingInference:
     @classmethod
     def serve_response(cls):
         return _response()
+
+    def serve_routes(self, predictor, limits, options: dict):
+        """/search over the corpus serve was given (tasks/embedding/serving.py); none without one."""
+        from tunesmith.tasks.embedding.serving import search_route
+
+        rest = {k: v for k, v in options.items() if k != "corpus"}
+        super().serve_routes(predictor, limits, rest)  # refuses what it does not know
+        return [search_route(self, predictor, options["corpus"])] if options.get("corpus") else []
 
 
 @functools.cache

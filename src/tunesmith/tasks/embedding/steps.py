@@ -85,6 +85,7 @@ def no_duplicate_batches(keys: list[tuple[int, ...]], batch_size: int, seed: int
 
 class EmbeddingSteps(Steps):
     sums = 3  # loss x rows, rows, anchors whose positive ranked first in the batch
+    data_parallel = False  # --nproc: a process's share of the batch would hold only its share of the negatives
 
     def __init__(self, task, train: Units, val, recipe, pad_id: int, evaluate):
         self.task, self.train, self.val, self.recipe, self.pad_id = task, train, val, recipe, pad_id

@@ -23,6 +23,8 @@ class Embedding(EmbeddingInference, Task):
     detect_priority = 30  # after sft's and token's columns, before classification's fallback (text, label)
     summary_columns = ("mrr@10", "ndcg@10", "recall@10", "spearman")
     recipe_defaults = {"metric": "auto"}
+    exportable = True  # ONNX of the encoder's hidden states (pooled by the Predictor), vectors checked to 1e-4
+    tunable = True     # validation MRR@10 (Spearman for scored pairs) is the objective (tune_recipe)
 
     def __init__(self, labels: list[str] | None = None, form: str = "pairs"):
         super().__init__(labels)
@@ -53,6 +55,18 @@ class Embedding(EmbeddingInference, Task):
             train, val = emb_data.split(ex, recipe.val_fraction, recipe.seed + 1)
         info = {"format": ex.kind, "columns": loaded.columns}
         return Prepared(train, val, test, [], task=cls.name, info=info)
+
+    @classmethod
+    def texts(cls, split) -> list[str]:
+        return list(dict.fromkeys([*split.a, *(split.b or []), *(split.neg or [])]))
+
+    @classmethod
+    def tune_recipe(cls, recipe):
+        """--metric auto made the form's main metric before tune prepares the data: trials report it."""
+        if recipe.metric != "auto":
+            return recipe
+        kind = emb_data.read(recipe.train, recipe.text_column, recipe.label_column).examples.kind
+        return recipe.model_copy(update={"metric": M.MAIN[kind]})
 
     @classmethod
     def from_data(cls, data: Prepared) -> "Embedding":

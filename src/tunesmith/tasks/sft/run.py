@@ -12,17 +12,18 @@ from tunesmith.tasks.sft.data import encode, render_prompt
 from tunesmith.tasks.sft.steps import response_loss
 
 
-def load_causal_lm(model_name: str):
+def load_causal_lm(model_name: str, strategy: str = "full"):
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from tunesmith.models.load import load_tokenizer
+    from tunesmith.models.quantize import load_kwargs
     from tunesmith.models.registry import check_hub, resolve
 
     path = resolve(model_name)
     check_hub(path)
     config = AutoConfig.from_pretrained(path)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(path, **load_kwargs(strategy))  # fp32, or 4-bit for qlora
     except ValueError as e:
         raise TunesmithError(f"model '{model_name}' ({config.model_type}) is not a decoder that can generate "
                              f"text; --task sft needs a causal LM such as smollm2 ({str(e).splitlines()[0]})") from None

@@ -17,6 +17,7 @@ from tunesmith.tasks.sft.inference import GeneratorInference
 class InstructionTuning(GeneratorInference, Task):
     name = "sft"
     peft_task_type = "CAUSAL_LM"
+    loads_4bit = True  # --strategy qlora: run.load_causal_lm
     main_metric = "loss"
     detect_priority = 10
     serve_route = "/generate"
@@ -65,7 +66,7 @@ class InstructionTuning(GeneratorInference, Task):
         from tunesmith.tasks.sft.run import load_causal_lm
 
         torch.manual_seed(recipe.seed)  # weights the checkpoint lacks are initialised at load: seeded
-        return load_causal_lm(recipe.model)
+        return load_causal_lm(recipe.model, recipe.strategy)
 
     def encode(self, tok, data: Prepared, recipe, on_event, memo=None, model_path=None) -> dict:
         from tunesmith.tasks.sft.run import encode_split

@@ -5,10 +5,10 @@ Each strategy is one module with `apply(model, k, recipe) -> model`.
 from __future__ import annotations
 
 from tunesmith.errors import TunesmithError
-from tunesmith.train.strategies import freeze, full, head, lora
+from tunesmith.train.strategies import freeze, full, head, lora, qlora
 from tunesmith.train.strategies.layers import num_layers
 
-STRATEGIES = {"full": full, "head": head, "freeze": freeze, "lora": lora}
+STRATEGIES = {"full": full, "head": head, "freeze": freeze, "lora": lora, "qlora": qlora}
 
 
 def parse(spec: str) -> tuple[str, int | None]:
@@ -23,8 +23,8 @@ def apply(model, spec: str, recipe, peft_task_type: str = "SEQ_CLS"):
         n = num_layers(model)
         if k > n:
             raise TunesmithError(f"--strategy freeze:{k}: the model has only {n} layers; use freeze:0 to freeze:{n}")
-    if name == "lora":
-        return lora.apply(model, k, recipe, peft_task_type)
+    if name in ("lora", "qlora"):
+        return STRATEGIES[name].apply(model, k, recipe, peft_task_type)
     return STRATEGIES[name].apply(model, k, recipe)
 
 
