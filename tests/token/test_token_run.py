@@ -73,7 +73,7 @@ def test_evaluate_a_labelled_file(token_run, tmp_path):
 
 def test_serve_answers_entities(token_run):
     with TestClient(create_app(token_run.path, Limits()), base_url="http://localhost") as client:
-        r = client.post("/predict", json={"texts": ["bob flew to paris yesterday", "nothing here"]})
+        r = client.post("/predict", json={"texts": ["bob flew to paris yesterday", "yesterday today"]})
         assert r.status_code == 200, r.text
         preds = r.json()["predictions"]
         assert [e["label"] for e in preds[0]["entities"]] == ["person", "location"] and preds[1]["entities"] == []
@@ -152,3 +152,15 @@ def test_tune_a_tagger_on_entity_f1(tiny_models, tmp_path):
     assert doc["winner"]["trial"] == best["trial"] and doc["winner"]["test"]["n"] == 20
     assert "f1" in doc["winner"]["test"]
     assert Predictor.load(tmp_path / "t" / "best").records(["bob flew to paris"])[0]["entities"] is not None
+
+
+def test_lp_ft_starts_the_tag_classifier_as_a_probe(tiny_models, tmp_path):
+    """--head-init probe (the default): the first epoch starts from a probe fitted on the frozen encoder's word
+    vectors, so with the weights barely moving its loss is well below a random head's."""
+    data = write_jsonl(tmp_path / "toy.jsonl", toy_sentences(60))
+    loss = {}
+    for init in ("probe", "random"):
+        run = tunesmith.train(str(data), model=str(tiny_models["bert"]), epochs=1, lr=1e-9, batch_size=16, seed=0,
+                              bf16="off", head_init=init, baselines=False, audit=False, out=str(tmp_path / init))
+        loss[init] = run.metrics["history"][0]["train_loss"]
+    assert loss["probe"] < 0.7 * loss["random"], loss

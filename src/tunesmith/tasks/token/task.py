@@ -83,8 +83,8 @@ class TokenClassification(TokenInference, Task):
             raise TunesmithError(f"--metric {recipe.metric}: token classification chooses epochs by "
                                  f"{', '.join(METRICS)}")
         if recipe.lr is None:
-            # The head starts random (no probe as in classification): full and freeze:K take the Trainer's
-            # default, head and LoRA, which move far fewer weights, the usual larger rates.
+            # full and freeze:K take the Trainer's default, head and LoRA, which move far fewer weights, the
+            # usual larger rates (the head starts as a probe either way: before_fit).
             lr = {"head": 1e-3, "lora": 5e-4}.get(recipe.strategy.split(":")[0], 5e-5)
             recipe = recipe.model_copy(update={"lr": lr})
         return recipe
@@ -217,6 +217,40 @@ class TokenClassification(TokenInference, Task):
     def check_baselines(self, doc) -> None:
         if not isinstance(doc["metrics"], dict) or not isinstance(doc["predictions"], dict):
             raise TypeError("metrics and predictions must be mappings")
+
+    def before_fit(self, model, tok, enc, recipe, device, bf16, on_event, memo=None, model_path=None) -> None:
+        """LP-FT, as classification does (train/probe_init.py): the tag classifier starts as a softmax probe
+        fitted on exactly what it reads, each training word's first sub-token's last hidden state (up to
+        PROBE_WORDS words), instead of at random."""
+        if recipe.head_init != "probe" or not len(enc["train"]):
+            return
+        import torch
+        import torch.nn.functional as F
+
+        from tunesmith.tasks.token.encoding import word_features
+        from tunesmith.train.probe_init import classifier_linear, fit
+
+        lin = classifier_linear(model)
+        if lin is None or lin.in_features != model.config.hidden_size:
+            return
+        key = (model_path, recipe.max_length, recipe.stride, "probe_head")  # tune: every trial starts alike
+        fitted = memo.get(key) if memo is not None else None
+        if fitted is None:
+            x = np.concatenate(word_features(model, enc["train"], tok.pad_token_id, recipe.batch_size * 2, bf16,
+                                             device))
+            y = np.concatenate(enc["train"].gold)
+            if len(y) > PROBE_WORDS:
+                keep = np.random.default_rng(recipe.seed).choice(len(y), PROBE_WORDS, replace=False)
+                x, y = x[keep], y[keep]
+            fitted = fit(torch.from_numpy(x), torch.from_numpy(y), F.cross_entropy, lin.out_features)
+            if memo is not None:
+                memo[key] = fitted
+        W, b = fitted
+        with torch.no_grad():
+            lin.weight.copy_(W.to(lin.weight.dtype))
+            if lin.bias is not None:
+                lin.bias.copy_(b.to(lin.bias.dtype))
+        say(on_event, "tag classifier started from a linear probe on the frozen encoder (LP-FT)")
 
     def steps(self, model, tok, enc, recipe, device, bf16):
         from tunesmith.tasks.token.steps import TokenSteps
