@@ -68,15 +68,22 @@ def prepare_data(recipe: Recipe, on_event=lambda *a, **k: None, with_test: bool 
     return cls.prepare(recipe, on_event, with_test=with_test)
 
 
+def task_for_data(task_cls, recipe: Recipe, on_event, prepared: Prepared | None = None):
+    """(task instance, recipe naming it and the columns read, Prepared): the data read the way the task reads
+    it (train, plan and audit; tune passes the data it read once)."""
+    data = prepared or task_cls.prepare(recipe, on_event)
+    task = get_task_class(data.task or task_cls.name).from_data(data)
+    return task, recipe.model_copy(update={"task": task.name, **data.columns}), data
+
+
 def audit_data(on_event=lambda *a, **k: None, **settings):
     """`tunesmith audit` for a task whose data are not text and label rows (Task.row_audit False): the task's
     own audit report, as train runs it. None: audit/'s row checks apply (they also --fix)."""
     cls, recipe = choose_task(make_recipe(**settings), on_event)
     if cls.row_audit:
         return None
-    data = cls.prepare(recipe, on_event)
-    task = get_task_class(data.task or cls.name).from_data(data)
-    return task.audit(recipe.model_copy(update={"task": task.name, **data.columns}), data, on_event)
+    task, recipe, data = task_for_data(cls, recipe, on_event)
+    return task.audit(recipe, data, on_event)
 
 
 def command_inputs(recipe, config=None) -> list:
@@ -131,9 +138,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         return open_run(out) if main else Run(out, {}, {})
 
     # stage: prepare data
-    data = prepared or task_cls.prepare(recipe, on_event)
-    task = get_task_class(data.task or task_cls.name).from_data(data)
-    recipe = recipe.model_copy(update={"out": str(out), "task": task.name, **data.columns})
+    task, recipe, data = task_for_data(task_cls, recipe.model_copy(update={"out": str(out)}), on_event, prepared)
 
     # stage: audit
     audit_report = audit_summary = None

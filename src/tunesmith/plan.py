@@ -14,7 +14,6 @@ from pathlib import Path
 
 from tunesmith import pipeline
 from tunesmith.accel import for_device
-from tunesmith.tasks import get_task_class
 from tunesmith.train import memory
 
 TIMED_STEPS = 4  # after one warm-up step (oneDNN's per-shape set-up is not a step's cost)
@@ -40,15 +39,13 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
          **settings) -> dict:
     """The memory budget (train/memory.Budget.to_dict), the advice if it does not fit, and the seconds per
     step and per epoch from TIMED_STEPS real steps (when it fits and `timed`)."""
-    from tunesmith.train.loop import fit
+    from tunesmith.train.loop import fit, memory_budget
 
     on_event = on_event or (lambda *a, **k: None)
     recipe = pipeline.resolve_recipe(train_path, config, False, settings)
     task_cls, recipe = pipeline.choose_task(recipe, on_event)
     pipeline.check_qlora(recipe.strategy, task_cls.name, task_cls.loads_4bit)
-    data = task_cls.prepare(recipe, on_event)
-    task = get_task_class(data.task or task_cls.name).from_data(data)
-    recipe = recipe.model_copy(update={"task": task.name, **data.columns})
+    task, recipe, data = pipeline.task_for_data(task_cls, recipe, on_event)
     recipe, model, tok, _, device, bf16, enc = pipeline.load_and_encode(task, recipe, data, on_event)
     model = task.apply_strategy(model, recipe).to(device)
     steps = task.steps(model, tok, enc, recipe, device, bf16)
@@ -56,8 +53,7 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
         steps.start(model, distributed=False)
     engine = for_device(device, bf16)
     layers = getattr(model.config, "num_hidden_layers", 1) or 1
-    budget = memory.estimate(model, steps, recipe.batch_size, device, bf16,  # what train's check_memory computes
-                             copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
+    budget = memory_budget(model, steps, recipe.batch_size, device, bf16, engine)  # what train checks
     out = {"task": task.name, "model": recipe.model, "strategy": recipe.strategy, "device": device.type,
            "bf16": bf16, "engine": engine.name, "rows": len(steps.lengths), **budget.to_dict(),
            "advice": [] if budget.fits else memory.advice(budget, layers)}

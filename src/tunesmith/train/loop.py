@@ -174,12 +174,17 @@ def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Pat
                     on_event=on_event, stop=stop, acc=acc, engine=engine)
 
 
+def memory_budget(model, steps, batch: int, device, bf16: bool, engine) -> "memory.Budget":
+    """train/memory.estimate with what the CPU engine will keep (tunesmith plan shows it, check_memory checks it)."""
+    return memory.estimate(model, steps, batch, device, bf16,
+                           copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
+
+
 def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Budget":
     """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
     one line with settings that would fit, not hours later."""
     _, world = distributed.world()
-    budget = memory.estimate(model, steps, math.ceil(recipe.batch_size / world), device, bf16,
-                             copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
+    budget = memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
     if not budget.fits:
         raise TunesmithError(memory.refusal(budget, model))
     return budget

@@ -104,9 +104,14 @@ def init_head(model, task, ids, targets, pad_id, bf16: bool, device, fitted=None
         # a lone binary probe would be (the same C per label as the baselines' one-vs-rest probe).
         per_label = lin.out_features if targets.ndim == 2 else 1
         fitted = fit(X, targets, lambda z, t: task.loss(z, t) * per_label, lin.out_features)
+    set_linear(lin, fitted)
+    return fitted
+
+
+def set_linear(lin: nn.Linear, fitted) -> None:
+    """The classifier's weights become the probe's (W, b)."""
     W, b = fitted
     with torch.no_grad():
         lin.weight.copy_(W.to(lin.weight.dtype))
         if lin.bias is not None:
             lin.bias.copy_(b.to(lin.bias.dtype))
-    return fitted

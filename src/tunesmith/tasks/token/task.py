@@ -228,7 +228,7 @@ class TokenClassification(TokenInference, Task):
         import torch.nn.functional as F
 
         from tunesmith.tasks.token.encoding import word_features
-        from tunesmith.train.probe_init import classifier_linear, fit
+        from tunesmith.train.probe_init import classifier_linear, fit, set_linear
 
         lin = classifier_linear(model)
         if lin is None or lin.in_features != model.config.hidden_size:
@@ -245,11 +245,7 @@ class TokenClassification(TokenInference, Task):
             fitted = fit(torch.from_numpy(x), torch.from_numpy(y), F.cross_entropy, lin.out_features)
             if memo is not None:
                 memo[key] = fitted
-        W, b = fitted
-        with torch.no_grad():
-            lin.weight.copy_(W.to(lin.weight.dtype))
-            if lin.bias is not None:
-                lin.bias.copy_(b.to(lin.bias.dtype))
+        set_linear(lin, fitted)
         say(on_event, "tag classifier started from a linear probe on the frozen encoder (LP-FT)")
 
     def steps(self, model, tok, enc, recipe, device, bf16):
