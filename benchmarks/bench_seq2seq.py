@@ -1,11 +1,16 @@
-"""Sequence to sequence: quality and speed of a BERT2BERT warm-started from minilm (Rothe et al. 2020) on
+"""Sequence to sequence: quality and speed of a BERT2BERT warm-started from minilm (Rothe et al. 2020), and
+quality of the decoder smollm2 with LoRA (SmolLM2-135M-Instruct, prompted through --prompt-template), on
 Tatoeba German→English (800 train / 200 test pairs of shared/data/pairs).
 
-    .venv/bin/python benchmarks/bench_seq2seq.py                   # quality run, then speed against the Trainer
+    .venv/bin/python benchmarks/bench_seq2seq.py                   # both models' quality, then speed (minilm)
     .venv/bin/python benchmarks/bench_seq2seq.py --skip-quality --rows 320
+    .venv/bin/python benchmarks/bench_seq2seq.py --models smollm2 --skip-speed --quality-rows 200 \
+        --decoder-epochs 1 --max-new-tokens 32            # a subset: the decoder's time on 2 shared cores
 
-Quality: `tunesmith train --task seq2seq`, chrF and ROUGE-L (and BLEU) of copying the source, the untouched
-model and the fine-tuned one on the test pairs, with 95% bootstrap intervals and the paired differences.
+Quality: `tunesmith train --task seq2seq` for each of --models, chrF and ROUGE-L (and BLEU) of copying the
+source, the untouched model (zero-shot; a decoder also retrieval few-shot, with the same template) and the
+fine-tuned one on the test pairs, with 95% bootstrap intervals and the paired differences. --quality-rows
+and --test-rows take the first pairs of each file (written to a temporary folder, not the repository).
 
 Speed: one epoch of the same warm-started model (tied weights), the same pairs, batch size, learning rate,
 linear schedule without warmup, precision, then generation of the test pairs with the same beam search,
@@ -30,16 +35,42 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "pairs"
 
 
-def quality(args, out: Path):
-    import tunesmith
+def subset(name: str, n: int | None, folder: Path) -> str:
+    """The file, or its first n pairs written into `folder` (a temporary one)."""
+    import pandas as pd
 
-    run = tunesmith.train(str(DATA / "deu_eng_train.csv"), test=str(DATA / "deu_eng_test.csv"), task="seq2seq",
-                          model=args.model, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                          max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, seed=args.seed,
-                          bf16=args.bf16, out=str(out), overwrite=True)
+    if not n:
+        return str(DATA / name)
+    f = folder / name
+    pd.read_csv(DATA / name).head(n).to_csv(f, index=False)
+    return str(f)
+
+
+def quality(args, model: str, out: Path):
+    import tunesmith
+    from tunesmith.tasks.seq2seq.decoder import is_decoder
+
+    decoder = is_decoder(model)
+    # a decoder: SFT's defaults (LoRA, lr 2e-4 unless --decoder-lr), greedy, the template; an encoder: beams
+    kw = (dict(prompt_template=args.prompt_template, epochs=args.decoder_epochs, lr=args.decoder_lr,
+               batch_size=args.decoder_batch_size, few_shot_k=args.few_shot_k) if decoder else
+          dict(epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, num_beams=args.num_beams))
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as d:
+        run = tunesmith.train(subset("deu_eng_train.csv", args.quality_rows, Path(d)),
+                              test=subset("deu_eng_test.csv", args.test_rows, Path(d)), task="seq2seq", model=model,
+                              max_new_tokens=args.max_new_tokens, seed=args.seed, bf16=args.bf16, out=str(out),
+                              overwrite=True, **{k: v for k, v in kw.items() if v is not None})
     m = run.metrics
-    rows = [("copy the source", m["baselines"]["copy_source"]), ("untouched model", m["baselines"]["zero_shot"]),
-            ("fine-tuned", m["test"])]
+    r = run.recipe
+    family = (f"decoder, {r['strategy']}, template {r['prompt_template']!r}, few-shot k {r['few_shot_k']}" if decoder
+              else f"encoder-decoder, {r['strategy']}, {r['num_beams']} beams")
+    print(f"== {model} ({family}; "
+          f"{m['data']['pairs']['train']} train / {m['data']['pairs']['test']} test pairs, epochs "
+          f"{r['epochs']}, lr {r['lr']}, max_new_tokens {args.max_new_tokens}; wall "
+          f"{time.perf_counter() - t0:.0f}s)")
+    names = {"copy_source": "copy the source", "zero_shot": "untouched model", "few_shot_retrieval": "few-shot (retr.)"}
+    rows = [(names.get(k, k), b) for k, b in m["baselines"].items()] + [("fine-tuned", m["test"])]
     for name, r in rows:
         ci = r["ci95"]
         print(f"{name:16s} chrF {r['chrf']:5.1f} [{ci['chrf'][0]:.1f}, {ci['chrf'][1]:.1f}]  ROUGE-L "
@@ -49,8 +80,9 @@ def quality(args, out: Path):
         print(f"fine-tuned - {k}: chrF {c['chrf']['diff']:+.1f} [{c['chrf']['ci95'][0]:+.1f}, "
               f"{c['chrf']['ci95'][1]:+.1f}], ROUGE-L {c['rouge_l']['diff']:+.3f} [{c['rouge_l']['ci95'][0]:+.3f}, "
               f"{c['rouge_l']['ci95'][1]:+.3f}]")
-    print(f"best epoch {m['best_epoch']} of {len(m['history'])}; train {m['train_seconds']:.0f}s; "
-          f"{m['signatures']['chrf']}; {m['signatures']['bleu']}")
+    print(f"best epoch {m['best_epoch']} of {len(m['history'])}; train {m['train_seconds']:.0f}s "
+          f"({m.get('train_tokens_per_second', 0):.0f} tokens/s); {m['signatures']['chrf']}; {m['signatures']['bleu']}",
+          flush=True)
 
 
 def pairs(n: int):
@@ -141,7 +173,15 @@ def run_trainer(args, path, train, test, bf16):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="minilm")
+    ap.add_argument("--model", default="minilm", help="the speed comparison's model (an encoder-decoder)")
+    ap.add_argument("--models", default="minilm,smollm2", help="the quality runs' models, comma-separated")
+    ap.add_argument("--quality-rows", type=int, default=None, help="first training pairs of the quality runs")
+    ap.add_argument("--test-rows", type=int, default=None, help="first test pairs of the quality runs")
+    ap.add_argument("--prompt-template", default="Translate to English: {source}", help="decoders' template")
+    ap.add_argument("--decoder-epochs", type=int, default=1)
+    ap.add_argument("--decoder-lr", type=float, default=None, help="decoders' learning rate (default SFT's)")
+    ap.add_argument("--decoder-batch-size", type=int, default=8)
+    ap.add_argument("--few-shot-k", type=int, default=3, help="decoders' retrieval few-shot baseline")
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--batch-size", type=int, default=16)
@@ -151,6 +191,7 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--bf16", choices=["auto", "on", "off"], default="auto")
     ap.add_argument("--skip-quality", action="store_true")
+    ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--out", default="runs/bench-seq2seq")
     args = ap.parse_args()
     print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
@@ -162,8 +203,10 @@ def main():
     bf16 = use_bf16(args.bf16, torch.device("cpu"))
     print(f"{torch.get_num_threads()} threads, {'bf16' if bf16 else 'fp32'}, load average {os.getloadavg()}")
     if not args.skip_quality:
-        quality(args, Path(args.out))
-    speed(args, bf16)
+        for model in args.models.split(","):
+            quality(args, model.strip(), Path(args.out) / model.strip().replace("/", "_"))
+    if not args.skip_speed:
+        speed(args, bf16)
 
 
 if __name__ == "__main__":

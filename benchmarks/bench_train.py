@@ -8,6 +8,19 @@ DataCollatorWithPadding, fp32; (b) `tunesmith train`, strategy full (bf16 where 
 tunesmith's predict path vs transformers.pipeline at batch 64. Settings: all-MiniLM-L6-v2, batch 32,
 max length 128, lr 5e-5, linear decay without warmup or weight decay (the Trainer's defaults).
 MFU = achieved training FLOP/s over the bf16 matmul peak measured here.
+
+Shapes table (issue #23: engine speed on every shape, and time to a result on small data):
+
+    .venv/bin/python benchmarks/bench_train.py --shapes short,intents,long,many [--seeds 3] [--table-only]
+
+Each shape runs `tunesmith train` as a user would (audit, baselines, report and test scoring included: time to
+the verdict) and the HF Trainer's train + predict, both as measured child processes with the Trainer's settings
+(no validation split, no warmup or weight decay, same lr, batch, epochs, max length and seed). Per shape:
+training samples/s, whole-command wall time, test accuracy per seed, peak RSS.
+  short    600 rows of ~11 tokens: 20 intents (seeded) x 30 rows of at most 9 words; their test rows alike; 5 epochs
+  intents  2,000 rows (~16 tokens) of all 77 intents, the full test set; 3 epochs
+  long     topics (medical abstracts, ~300 tokens), all 2,126 rows, --max-length 512; 3 epochs
+  many     all 10,003 intents rows; 1 epoch
 """
 from __future__ import annotations
 
@@ -58,7 +71,7 @@ def train_flops(sample: Path, epochs: int) -> float:
 
 
 # ---------------------------------------------------------------- children
-def child_trainer(sample, test, out, epochs):
+def child_trainer(sample, test, out, epochs, maxlen=MAXLEN, seed=SEED):
     import numpy as np
     import pandas as pd
     from datasets import Dataset
@@ -68,17 +81,17 @@ def child_trainer(sample, test, out, epochs):
 
     from tunesmith.models.registry import resolve
 
-    set_seed(SEED)
+    set_seed(seed)
     tr, te = pd.read_csv(sample), pd.read_csv(test)
     labels = sorted(set(tr["label"]) | set(te["label"]))
     index = {l: i for i, l in enumerate(labels)}
     path = resolve("minilm")
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(labels))
-    enc = lambda df: Dataset.from_dict({**tok(list(df["text"]), truncation=True, max_length=MAXLEN),  # noqa: E731
+    enc = lambda df: Dataset.from_dict({**tok(list(df["text"]), truncation=True, max_length=maxlen),  # noqa: E731
                                         "labels": [index[l] for l in df["label"]]})
     args = TrainingArguments(output_dir=str(Path(out) / "hf"), per_device_train_batch_size=BATCH,
-                             per_device_eval_batch_size=64, learning_rate=LR, num_train_epochs=epochs, seed=SEED,
+                             per_device_eval_batch_size=64, learning_rate=LR, num_train_epochs=epochs, seed=seed,
                              report_to=[], save_strategy="no", logging_strategy="no", disable_tqdm=True,
                              use_cpu=True)
     trainer = Trainer(model=model, args=args, train_dataset=enc(tr), data_collator=DataCollatorWithPadding(tok))
@@ -113,15 +126,126 @@ def child_predict(run_dir, test, out):
               open(Path(out) / "predict.json", "w"))
 
 
+# ---------------------------------------------------------------- shapes
+# name: (data set, rows (None: all), epochs, max length)
+SHAPES = {"short": ("intents", 600, 5, MAXLEN), "intents": ("intents", 2000, 3, MAXLEN),
+          "long": ("topics", None, 3, 512), "many": ("intents", None, 1, MAXLEN)}
+SHORT_CLASSES, SHORT_PER_CLASS, SHORT_WORDS = 20, 30, 9
+
+
+def shape_files(name: str, shared: Path, work: Path) -> tuple[Path, Path]:
+    """(train, test) of a shape; derived files are written once into work/<name>/."""
+    import numpy as np
+    import pandas as pd
+
+    data, rows, _, _ = SHAPES[name]
+    src = shared / data
+    if rows is None:
+        return src / "train.csv", src / "test.csv"
+    folder = work / name
+    train, test = folder / "train.csv", folder / "test.csv"
+    if train.exists() and test.exists():
+        return train, test
+    folder.mkdir(parents=True, exist_ok=True)
+    tr, te = pd.read_csv(src / "train.csv"), pd.read_csv(src / "test.csv")
+    if name == "short":  # seeded classes, short texts only, SHORT_PER_CLASS rows each; the same classes' test rows
+        pick = set(np.random.default_rng(SEED).choice(sorted(tr["label"].unique()), SHORT_CLASSES, replace=False))
+        short = lambda d: d[d["label"].isin(pick) & (d["text"].str.split().str.len() <= SHORT_WORDS)]  # noqa: E731
+        tr = short(tr).groupby("label", sort=True).sample(SHORT_PER_CLASS, random_state=SEED)
+        tr, te = tr.sample(frac=1.0, random_state=SEED), short(te)
+    else:
+        tr = tr.sample(rows, random_state=SEED)
+    tr.to_csv(train, index=False)
+    te.to_csv(test, index=False)
+    return train, test
+
+
+def mean_tokens(path: Path, maxlen: int) -> float:
+    import pandas as pd
+    from transformers import AutoTokenizer
+
+    from tunesmith.models.registry import resolve
+
+    tok = AutoTokenizer.from_pretrained(resolve("minilm"))
+    ids = tok(list(pd.read_csv(path)["text"].astype(str)), truncation=True, max_length=maxlen)["input_ids"]
+    return sum(map(len, ids)) / len(ids)
+
+
+def spread(values: list[float], digits: int = 4) -> str:
+    import statistics
+
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
+
+
+def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, step) -> dict:
+    """Runs every shape x seed (tunesmith train with audit, baselines and report; the Trainer's train + predict)
+    and prints one table; returns the figures by shape."""
+    import pandas as pd
+
+    out = {}
+    for name in names:
+        data, rows, epochs, maxlen = SHAPES[name]
+        train, test = shape_files(name, shared, work)
+        n_train, n_test = (len(pd.read_csv(f)) for f in (train, test))
+        r = {"ts": [], "hf": []}
+        for seed in seeds:
+            folder = work / name / f"seed{seed}"
+            folder.mkdir(parents=True, exist_ok=True)
+            ts_out = folder / "ts"
+            wall, rss = step(f"{name}_s{seed}_tunesmith",
+                             tunesmith_cmd(train, test, ts_out, epochs, "full", LR, maxlen, seed, extras=True),
+                             ts_out / "metrics.json")
+            m = json.loads((ts_out / "metrics.json").read_text())
+            r["ts"].append({"wall": wall, "rss": rss, "sps": m["train_samples_per_second"],
+                            "acc": m["test"]["accuracy"], "train_s": m["train_seconds"]})
+            wall, rss = step(f"{name}_s{seed}_trainer", [PY, __file__, "--child", "trainer", "--args", str(train),
+                                                         str(test), str(folder), str(epochs), str(maxlen), str(seed)],
+                             folder / "trainer.json")
+            h = json.load(open(folder / "trainer.json"))
+            r["hf"].append({"wall": wall, "rss": rss, "sps": h["samples_per_second"], "acc": h["accuracy"],
+                            "train_s": h["train_seconds"]})
+        r["desc"] = (f"{n_train} rows x {mean_tokens(train, maxlen):.0f} tok, {n_test} test, {epochs} ep, "
+                     f"max len {maxlen}")
+        out[name] = r
+
+    def mean(rs, k):
+        return sum(x[k] for x in rs) / len(rs)
+
+    print(f"\nshapes ({len(seeds)} seed{'s' if len(seeds) > 1 else ''}: {', '.join(map(str, seeds))}); tunesmith = "
+          f"`tunesmith train` with audit, baselines, test scoring and report; Trainer = its train + predict\n")
+    print("| shape | data | samples/s Trainer | tunesmith | ratio | whole command s Trainer | tunesmith | ratio "
+          "| test accuracy Trainer | tunesmith | peak RSS MiB Trainer | tunesmith |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, r in out.items():
+        hf, ts = r["hf"], r["ts"]
+        print(f"| {name} | {r['desc']} | {mean(hf, 'sps'):.1f} | {mean(ts, 'sps'):.1f} | "
+              f"{mean(ts, 'sps') / mean(hf, 'sps'):.2f}x | {mean(hf, 'wall'):.1f} | {mean(ts, 'wall'):.1f} | "
+              f"{mean(hf, 'wall') / mean(ts, 'wall'):.2f}x | {spread([x['acc'] for x in hf])} | "
+              f"{spread([x['acc'] for x in ts])} | {max(x['rss'] for x in hf):.0f} | {max(x['rss'] for x in ts):.0f} |")
+    for name, r in out.items():
+        ts, hf = r["ts"], r["hf"]
+        print(f"{name}: tunesmith wall {mean(ts, 'wall'):.1f}s of which training {mean(ts, 'train_s'):.1f}s "
+              f"(fixed costs {mean(ts, 'wall') - mean(ts, 'train_s'):.1f}s); Trainer wall {mean(hf, 'wall'):.1f}s "
+              f"of which training {mean(hf, 'train_s'):.1f}s")
+    if "short" in out:
+        ratio = mean(out["short"]["hf"], "wall") / mean(out["short"]["ts"], "wall")
+        print(f"target: short whole command >= 2.5x the Trainer's train + predict: "
+              f"{'met' if ratio >= 2.5 else 'MISSED'} ({ratio:.2f}x)")
+    return out
+
+
 # ---------------------------------------------------------------- parent
-def tunesmith_cmd(sample, test, out, epochs, strategy, lr):
+def tunesmith_cmd(sample, test, out, epochs, strategy, lr, maxlen=MAXLEN, seed=SEED, extras=False):
     recipe = Path(out).with_suffix(".yaml")
     # Same settings as the Trainer: all rows train (no validation split), no warmup, no weight decay;
-    # baselines and audit off so the wall time is the fine-tune plus test evaluation only.
+    # baselines and audit off so the wall time is the fine-tune plus test evaluation only (extras=True: on, as
+    # a user runs it, for the time to a verdict).
     recipe.write_text(json.dumps({"train": str(sample), "test": str(test), "model": "minilm", "strategy": strategy,
-                                  "epochs": epochs, "lr": lr, "batch_size": BATCH, "max_length": MAXLEN,
-                                  "val_fraction": 0.0, "warmup_ratio": 0.0, "weight_decay": 0.0, "seed": SEED,
-                                  "baselines": False, "audit": False, "out": str(out)}))
+                                  "epochs": epochs, "lr": lr, "batch_size": BATCH, "max_length": maxlen,
+                                  "val_fraction": 0.0, "warmup_ratio": 0.0, "weight_decay": 0.0, "seed": seed,
+                                  "baselines": extras, "audit": extras, "out": str(out)}))
     return [str(Path(PY).parent / "tunesmith"), "train", "--config", str(recipe), "--overwrite"]
 
 
@@ -133,10 +257,14 @@ def main():
     ap.add_argument("--child", choices=["trainer", "predict"])
     ap.add_argument("--args", nargs="*")
     ap.add_argument("--work", help="work folder; steps whose results are there already are not rerun")
+    ap.add_argument("--shapes", default="short,intents",
+                    help=f"comma-separated shapes for the table ({', '.join(SHAPES)}); empty: no table")
+    ap.add_argument("--seeds", type=int, default=1, help="seeds per shape in the table (42, 43, ...)")
+    ap.add_argument("--table-only", action="store_true", help="only the shapes table (not the --rows run above it)")
     a = ap.parse_args()
     print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
     if a.child == "trainer":
-        return child_trainer(a.args[0], a.args[1], a.args[2], int(a.args[3]))
+        return child_trainer(a.args[0], a.args[1], a.args[2], *map(int, a.args[3:]))
     if a.child == "predict":
         return child_predict(*a.args)
 
@@ -156,6 +284,15 @@ def main():
           f"{os.cpu_count()} CPUs; load average {load0[0]:.2f} {load0[1]:.2f} {load0[2]:.2f}", flush=True)
 
     step = stepper(work, env)
+    shapes = [x for x in a.shapes.split(",") if x]
+    unknown = [x for x in shapes if x not in SHAPES]
+    if unknown:
+        sys.exit(f"unknown shape {unknown[0]}; the shapes are: {', '.join(SHAPES)}")
+    if a.table_only:
+        shapes_table(shapes, [SEED + i for i in range(a.seeds)], Path(a.data).parent, work, step)
+        load1 = os.getloadavg()
+        print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
+        return
 
     ts_out, head_out = work / "ts_full", work / "ts_head"
     wall_ts, rss_ts = step("tunesmith_full", tunesmith_cmd(sample, test, ts_out, a.epochs, "full", LR),
@@ -199,6 +336,8 @@ def main():
                "prediction >= 5x pipeline": pr["pipeline_seconds"] / pr["tunesmith_seconds"] >= 5,
                "peak RSS <= Trainer": rss_ts <= rss_hf}
     print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
+    if shapes:
+        shapes_table(shapes, [SEED + i for i in range(a.seeds)], Path(a.data).parent, work, step)
     load1 = os.getloadavg()
     print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 

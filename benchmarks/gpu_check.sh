@@ -33,7 +33,10 @@ run seq2seq "$(csv pairs/deu_eng_train.csv pairs.csv)" --task seq2seq --max-new-
 SFT=$(jsonl instructions/dolly_3k.jsonl dolly.jsonl)
 run sft "$SFT" --task sft --max-length 256 --eval-generations 8
 run qlora "$SFT" --task sft --strategy qlora --max-length 256 --eval-generations 8
-if [ "$NGPU" -ge 2 ]; then run ddp_2gpu "$INTENTS" --nproc 2; fi
+if [ "$NGPU" -ge 2 ]; then
+  run ddp_2gpu "$INTENTS" --nproc 2
+  run fsdp_2gpu "$SFT" --task sft --strategy full --max-length 256 --eval-generations 8 --nproc 2 --shard full
+fi
 
 "$PY" - "$W" <<'PY'
 import json, sys

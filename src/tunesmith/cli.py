@@ -178,7 +178,7 @@ def train(
     """Fine-tune a model on labelled texts and measure it."""
     use_engine(engine)
     if dry_run:
-        raise typer.Exit(_plan(data, config, settings, timed=True))
+        raise typer.Exit(_plan(data, config, settings, timed=True, nproc=nproc * nnodes))
     if (nproc > 1 or nnodes > 1) and "WORLD_SIZE" not in os.environ:
         from tunesmith.train.distributed import launch
 
@@ -214,13 +214,13 @@ def train(
                       f"{m.get('wall_seconds', 0):.0f}s wall)")
 
 
-def _plan(data, config, settings, timed: bool) -> int:
+def _plan(data, config, settings, timed: bool, nproc: int = 1) -> int:
     from tunesmith.plan import plan as make_plan
     from tunesmith.plan import table
 
     with console.status("planning: loading the model, timing a few steps"):
         r = make_plan(str(data) if data else None, config=str(config) if config else None, timed=timed,
-                      on_event=lambda kind, **kw: None, **settings)
+                      on_event=lambda kind, **kw: None, nproc=nproc, **settings)
     out_console.print(table(r))
     if not r["fits"]:
         out_console.print("does not fit; " + (f"would fit: {' or '.join(r['advice'])}" if r["advice"] else
@@ -236,13 +236,15 @@ def plan(
     config: Optional[Path] = typer.Option(None, help="recipe.yaml (flags override it)"),
     engine: Optional[str] = typer.Option(None, help=ENGINE_HELP),
     time_steps: bool = typer.Option(True, "--time/--no-time", help="time a few real training steps"),
+    nproc: int = typer.Option(1, min=1, help="processes train will run (each gets its share of the batch, and "
+                                              "with --shard of the model)"),
     *,
     settings: dict,
 ):
     """What a training run will need, before it starts: parameters, memory by part and its peak against the
     device's, and the time an epoch takes. Takes train's arguments; exit 1 when it does not fit."""
     use_engine(engine)
-    raise typer.Exit(_plan(data, config, settings, timed=time_steps))
+    raise typer.Exit(_plan(data, config, settings, timed=time_steps, nproc=nproc))
 
 
 @app.command()

@@ -91,6 +91,10 @@ class Recipe(BaseModel):
     bf16: Literal["auto", "on", "off"] = setting("auto", "training", "auto | on | off")
     head_init: Literal["probe", "random"] = setting("probe", "model", "probe (LP-FT: the classifier starts as a "
                                                     "linear probe) | random")
+    contrastive: Literal["auto", "on", "off"] = setting("auto", "training", "train the body on label pairs "
+                                                        "before the probe start (SetFit's stage): auto (on for "
+                                                        "single-label data with at most 64 rows in the median "
+                                                        "class, --strategy full) | on | off")
     pooling: Literal["auto", "native"] = setting("auto", "model", "auto (the checkpoint's declared pooling) | "
                                                  "native (the architecture's own classifier input)")
     lora_r: int = setting(8, "lora", "LoRA rank", ge=1)
@@ -106,6 +110,13 @@ class Recipe(BaseModel):
                                                     "(prompt side)")
     packing: bool = setting(False, "sft", "pack short examples into full rows")
     gradient_checkpointing: bool = setting(False, "training", "trade compute for memory")
+    shard: Literal["off", "full", "grad-op"] = setting("off", "training", "with --nproc: FSDP2 shards weights, "
+                                                      "gradients and optimizer state over the processes (full) or "
+                                                      "gradients and optimizer state only (grad-op); off = DDP")
+    hard_negatives: int = setting(0, "training", "--task embedding, pairs: mine this many hard negatives per anchor "
+                                  "with the untouched model before training; 0 = off", ge=0)
+    mini_batch: int = setting(0, "training", "--task embedding: embed each batch this many texts at a time "
+                              "(GradCache: the same gradient in less memory, one more forward); 0 = off", ge=0)
     max_new_tokens: int = setting(128, "sft", "generation limit in evaluation", ge=1)
     eval_generations: int = setting(16, "sft", "held-out prompts generated before/after", ge=0)
     few_shot_k: int = setting(3, "sft", "examples in the retrieval few-shot baseline; 0 = off", ge=0)
@@ -113,6 +124,9 @@ class Recipe(BaseModel):
     num_beams: int = setting(4, "seq2seq", "beams of the beam search (1 = greedy)", ge=1)
     length_penalty: float = setting(1.0, "seq2seq", "beam score divided by length**this: >1 favours longer "
                                     "outputs, <1 shorter")
+    prompt_template: str | None = setting(None, "seq2seq", "decoder-only models: the user turn each source becomes, "
+                                          "{source} where it goes (default \"{source}\"), framed by the chat "
+                                          "template as --task sft frames prompts")
     # output
     out: str | None = setting(None, "output", "run folder (default runs/<time>-<name>)", path=True)
     audit: bool = setting(True, "output", "audit the data before training")

@@ -27,7 +27,7 @@ from tunesmith.tasks import detection_order, get_task_class
 from tunesmith.tasks.base import BASELINES, Prepared, say
 from tunesmith.models.quantize import QLORA
 from tunesmith.models.quantize import check as check_qlora
-from tunesmith.train import distributed
+from tunesmith.train import distributed, shard
 from tunesmith.train.strategies import qlora
 
 
@@ -126,6 +126,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
         recipe = recipe.model_copy(update={"task": prepared.task})
     task_cls, recipe = choose_task(recipe, on_event)
     check_qlora(recipe.strategy, task_cls.name, task_cls.loads_4bit)  # before the data's and the model's work
+    shard.check(recipe, distributed.world()[1])
     inputs = command_inputs(recipe, config)
 
     out = Path(recipe.out) if recipe.out else default_out(recipe.train)

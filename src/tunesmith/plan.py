@@ -12,6 +12,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from tunesmith import pipeline
 from tunesmith.accel import for_device
 from tunesmith.train import memory
@@ -36,9 +38,10 @@ class _Timed:
 
 
 def plan(train_path: str | None = None, *, config: str | None = None, on_event=None, timed: bool = True,
-         **settings) -> dict:
-    """The memory budget (train/memory.Budget.to_dict), the advice if it does not fit, and the seconds per
-    step and per epoch from TIMED_STEPS real steps (when it fits and `timed`)."""
+         nproc: int = 1, **settings) -> dict:
+    """The memory budget (train/memory.Budget.to_dict) of one of `nproc` processes, the advice if it does not
+    fit, and the seconds per step and per epoch from TIMED_STEPS real steps of one process (when it fits and
+    `timed`; under --nproc each process's step is about as long, on its share of the batch)."""
     from tunesmith.train.loop import fit, memory_budget
 
     on_event = on_event or (lambda *a, **k: None)
@@ -51,18 +54,25 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
     steps = task.steps(model, tok, enc, recipe, device, bf16)
     if hasattr(steps, "start"):
         steps.start(model, distributed=False)
-    engine = for_device(device, bf16)
+    engine = for_device(device, bf16, engine="plain" if recipe.shard != "off" else None)  # as train's
     layers = getattr(model.config, "num_hidden_layers", 1) or 1
-    budget = memory_budget(model, steps, recipe.batch_size, device, bf16, engine)  # what train checks
+    # what train checks
+    if recipe.shard != "off":
+        budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), nproc)
+    else:
+        budget = memory_budget(model, steps, math.ceil(recipe.batch_size / nproc), device, bf16, engine)
     out = {"task": task.name, "model": recipe.model, "strategy": recipe.strategy, "device": device.type,
            "bf16": bf16, "engine": engine.name, "rows": len(steps.lengths), **budget.to_dict(),
-           "advice": [] if budget.fits else memory.advice(budget, layers)}
+           "nproc": nproc, "shard": recipe.shard,
+           "advice": [] if budget.fits else memory.advice(budget, layers, torch.cuda.device_count()
+                                                          if device.type == "cuda" else 0)}
     n_batches = math.ceil(len(steps.lengths) / recipe.batch_size)
     out["batches_per_epoch"] = math.ceil(n_batches / recipe.grad_accum) * recipe.grad_accum
     if timed and budget.fits:
         stamps = []
         with tempfile.TemporaryDirectory(prefix="tunesmith-plan-") as tmp:
-            fit(model, _Timed(steps, TIMED_STEPS + 1), recipe.model_copy(update={"epochs": 1}), device=device,
+            one = {"epochs": 1, "shard": "off", "batch_size": math.ceil(recipe.batch_size / nproc)}
+            fit(model, _Timed(steps, TIMED_STEPS + 1), recipe.model_copy(update=one), device=device,
                 bf16=bf16, ckpt_dir=Path(tmp), on_event=lambda kind, **kw: stamps.append(time.perf_counter())
                 if kind in ("epoch_start", "step") else None)
         per_step = statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])) if len(stamps) > 2 else None
@@ -80,7 +90,9 @@ def table(r: dict):
 
     t = Table(show_header=False, title_justify="left",
               title=f"plan: {r['task']}, {r['model']}, --strategy {r['strategy']}, {r['rows']} training units, "
-                    f"{r['device']} {'bf16' if r['bf16'] else 'fp32'} (engine {r['engine']})")
+                    f"{r['device']} {'bf16' if r['bf16'] else 'fp32'} (engine {r['engine']})"
+                    + (f"; per process of --nproc {r['nproc']}" if r.get("nproc", 1) > 1 else "")
+                    + (f", --shard {r['shard']}" if r.get("shard", "off") != "off" else ""))
     t.add_column("")
     t.add_column("", justify="right")
     t.add_row("parameters", f"{r['params'] / 1e6:.1f}M, {r['trainable'] / 1e6:.2f}M trainable "

@@ -20,7 +20,7 @@ def test_onnx_export_gives_the_same_vectors(pairs_run, tmp_path):
     assert p["max_abs_prob_diff"] < 1e-4 and p["label_agreement"] == 1.0 and p["mean_top_prob_diff"] < 1e-6
     ref = Predictor.load(pairs_run.path, device="cpu")
     graph = ref.with_model(SessionModel(make_session(tmp_path / "onnx" / "model.onnx"), ref.model.config,
-                                        "last_hidden_state"))
+                                        "sentence_embedding"))
     texts = ["tiger", "a short note on piano today"]
     assert np.allclose(graph.outputs(texts), ref.outputs(texts), atol=1e-5)
 
@@ -30,9 +30,9 @@ def test_onnx_vectors_that_drift_fail_parity(pairs_run, tmp_path, monkeypatch):
 
     real = onnx.SessionModel.forward
 
-    def off(self, input_ids, attention_mask, **kw):  # the graph's hidden states come out shifted
+    def off(self, input_ids, attention_mask, **kw):  # the graph's vectors come out shifted
         out = real(self, input_ids, attention_mask)
-        out.last_hidden_state[..., 0] += 1.0
+        out.sentence_embedding[..., 0] += 1.0
         return out
 
     monkeypatch.setattr(onnx.SessionModel, "forward", off)

@@ -67,3 +67,30 @@ def test_plan_counts_lora_as_few_trainable_weights(tiny_models, toy_csv):
                 timed=False)
     assert lora["trainable"] < full["trainable"] / 4 and lora["optimizer"] == 8 * lora["trainable"]
     assert full["act_per_row"] > 0 and "seconds_per_step" not in full
+
+
+def test_sharded_budget_and_advice_name_sharding_only_where_devices_are():
+    b = memory.Budget(params=100, trainable=100, batch=32, length=128, held=10_000, weights=8000,
+                      gradients=8000, optimizer=16_000, compute_copies=0, act_fixed=0, act_per_row=10,
+                      act_largest=10, available=24_000, available_from="test", device="cuda")
+    four = memory.sharded(b, 4)
+    assert (four.held, four.gradients, four.optimizer, four.batch) == (4000, 2000, 4000, 8)
+    assert four.fits and not b.fits
+    assert "--nproc 2 --shard full" not in memory.advice(b, layers=2, devices=1)  # one GPU: nothing to shard over
+    assert memory.advice(b, layers=2, devices=8)[-1] == "--nproc 2 --shard full"  # 2 is the fewest that fit
+    cpu = memory.sharded(b.at(device="cpu"), 4)
+    assert cpu.held == b.held  # processes of one CPU machine share its memory: the whole copy stays counted
+
+
+def test_plan_per_process_under_nproc_and_shard(tiny_models, toy_csv, capsys, monkeypatch):
+    from tunesmith.plan import plan
+
+    one = plan(str(toy_csv), model=str(tiny_models["bert"]), batch_size=8, bf16="off", timed=False)
+    two = plan(str(toy_csv), model=str(tiny_models["bert"]), batch_size=8, bf16="off", timed=False, nproc=2,
+               shard="full")
+    assert two["batch"] == 4 and two["optimizer"] == one["optimizer"] // 2 and two["shard"] == "full"
+    code, out, err = run_cli(["plan", toy_csv, "--model", tiny_models["bert"], "--batch-size", "8", "--bf16", "off",
+                              "--nproc", "2", "--shard", "full"], capsys, monkeypatch)
+    assert code == 0, err
+    flat = " ".join(out.split())  # rich wraps the title
+    assert "per process of --nproc 2, --shard full" in flat and "time a step" in flat

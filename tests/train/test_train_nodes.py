@@ -20,11 +20,11 @@ def test_two_nodes_match_one_process(tiny_models, toy_csv, tmp_path, monkeypatch
     model = no_dropout_copy(tiny_models["bert"], tmp_path / "bert", hidden_dropout_prob=0,
                             attention_probs_dropout_prob=0, classifier_dropout=0)
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
-    one = tunesmith.train(str(toy_csv), model=str(model), epochs=2, lr=1e-3, batch_size=15, bf16="off", seed=3,
+    one = tunesmith.train(str(toy_csv), model=str(model), epochs=2, lr=1e-3, batch_size=15, bf16="off", seed=3, contrastive="off",
                           out=str(tmp_path / "one"))
     port = str(_free_port())
     args = ["train", str(toy_csv), "--model", str(model), "--epochs", "2", "--lr", "1e-3", "--batch-size", "15",
-            "--bf16", "off", "--seed", "3", "--out", str(tmp_path / "two"), "--nnodes", "2", "--nproc", "1",
+            "--bf16", "off", "--seed", "3", "--contrastive", "off", "--out", str(tmp_path / "two"), "--nnodes", "2", "--nproc", "1",
             "--master-addr", "127.0.0.1", "--master-port", port]
     nodes = [subprocess.Popen([sys.executable, "-m", "tunesmith.cli", *args, "--node-rank", str(r)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for r in (0, 1)]

@@ -32,12 +32,17 @@ def audit_for_training(recipe, task: str, loaded, tr, va, te, on_event) -> Audit
     report = audit(recipe.train, recipe.test, model=recipe.model, max_length=max_length,
                    text_column=loaded.text_column, label_column=loaded.label_column, task=task,
                    embeddings=_split_embeddings(recipe, loaded, tr, va, te, max_length))
+    return finish(report, recipe, on_event, f"see `tunesmith audit {recipe.train}"
+                  f"{' --test ' + recipe.test if recipe.test else ''}` (--fix cleaned.csv writes a cleaned copy) or")
+
+
+def finish(report, recipe, on_event, hint: str = "fix them or") -> "AuditReport":
+    """One screen of lines for train, and --strict's refusal while a check says error."""
     for line in summary_lines(report):
         on_event("info", message=line)
     if recipe.strict and report.errors:
         names = ", ".join(f"{f.name} ({f.count} rows{', e.g. ' if f.rows else ''}{', '.join(map(str, f.rows[:3]))})"
                           for f in report.errors)
-        raise TunesmithError(f"{recipe.train}: --strict and the audit found errors: {names}; see `tunesmith audit "
-                             f"{recipe.train}{' --test ' + recipe.test if recipe.test else ''}` (--fix cleaned.csv "
-                             f"writes a cleaned copy) or train without --strict")
+        raise TunesmithError(f"{recipe.train}: --strict and the audit found errors: {names}; {hint} train "
+                             f"without --strict")
     return report

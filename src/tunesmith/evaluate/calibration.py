@@ -33,8 +33,32 @@ def ece(task, probs, y, bins: int = 10) -> float:
     return float(sum(r["n"] * abs(r["accuracy"] - r["confidence"]) for r in rows) / max(n, 1))
 
 
+T_RANGE = (0.05, 20.0)  # the temperatures a run may keep
+
+
 def fit_temperature(task, logits: np.ndarray, targets) -> float:
-    """One scalar T minimising validation NLL of logits / T (Guo et al. 2017); ranking is unchanged."""
+    """One scalar T minimising validation NLL of logits / T (Guo et al. 2017); ranking is unchanged.
+
+    A bounded scalar search (Brent) on log T. Why not L-BFGS on log T (fit_temperature_lbfgs, the former
+    fit): on small data validation is often all right, the NLL then falls as T -> 0 without a minimum and
+    L-BFGS's line searches ran to max_iter: 3.3 s of a 305 s run on 600 rows of 20 intents (60 validation
+    rows, 2 loaded cores), for the T = 0.05 the clip gives. NLL(z / T) is convex in 1 / T, so it has one
+    minimum along log T; searched over a range one e-fold wider than the clip on each side, a minimum
+    outside the clip comes back as the clip's bound, as before (tests/core/test_fixed_costs.py)."""
+    from scipy.optimize import minimize_scalar
+
+    z = torch.as_tensor(logits, dtype=torch.float64)
+    t = torch.as_tensor(np.asarray(targets))
+    t = t.double() if task.multi_label else t.long()
+    lo, hi = np.log(T_RANGE[0]) - 1.0, np.log(T_RANGE[1]) + 1.0
+    with torch.no_grad():
+        r = minimize_scalar(lambda lt: float(task.loss(z / float(np.exp(lt)), t)), bounds=(lo, hi), method="bounded",
+                            options={"xatol": 1e-7, "maxiter": 200})
+    return float(np.clip(np.exp(r.x), *T_RANGE))
+
+
+def fit_temperature_lbfgs(task, logits: np.ndarray, targets) -> float:
+    """The former fit (L-BFGS on log T, unbounded, then clipped): the reference fit_temperature is tested against."""
     z = torch.as_tensor(logits, dtype=torch.float64)
     t = torch.as_tensor(np.asarray(targets))
     t = t.double() if task.multi_label else t.long()

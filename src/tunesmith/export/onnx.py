@@ -1,4 +1,4 @@
-"""ONNX graph (the task's `graph_output`, logits or hidden states, from input_ids + attention_mask, dynamic
+"""ONNX graph (the task's `graph_output`, logits or a sentence vector, from input_ids + attention_mask, dynamic
 batch and length; per-token outputs keep the length axis too), tokenizer files beside it, optional int8
 dynamic quantisation of the weights (onnxruntime).
 Parity runs the graph through the run's own Predictor (SessionModel stands in for the PyTorch model), so
@@ -47,13 +47,15 @@ def export(run, out, ref, quantize=None) -> dict:
     sample = ref.tok(["a short one", "a somewhat longer example sentence for tracing"], padding=True,
                      return_tensors="pt")
     path, name = out / "model.onnx", ref.task.graph_output
-    with torch.no_grad():  # a tagger's logits and an encoder's hidden states have a length axis
-        per_token = getattr(model(**{k: sample[k] for k in ("input_ids", "attention_mask")}), name).ndim == 3
+    module = ref.task.graph_module(model)  # an encoder's: pooling and normalising in the graph
+    module = Logits(model, name) if module is None else module
+    with torch.no_grad():  # a tagger's logits have a length axis
+        per_token = module(sample["input_ids"], sample["attention_mask"]).ndim == 3
     try:
         with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
             warnings.simplefilter("ignore")
             # The TorchScript exporter: needs no onnxscript and handles every encoder we train.
-            torch.onnx.export(Logits(model, name), (sample["input_ids"], sample["attention_mask"]), str(path),
+            torch.onnx.export(module, (sample["input_ids"], sample["attention_mask"]), str(path),
                               input_names=["input_ids", "attention_mask"], output_names=[name],
                               dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
                                             "attention_mask": {0: "batch", 1: "sequence"},

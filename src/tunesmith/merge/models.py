@@ -59,8 +59,9 @@ def locate(name: str) -> Tuned:
     raise TunesmithError(f"{p}: not a run folder, a model folder or a LoRA adapter; pass a `tunesmith train` --out folder")
 
 
-def load_base(base: str, config) -> tuple[torch.nn.Module, set[str], str]:
-    """(model, keys the base checkpoint lacks or has in another shape, resolved path)."""
+def load_base(base: str, config, auto=AutoModelForSequenceClassification) -> tuple[torch.nn.Module, set[str], str]:
+    """(model, keys the base checkpoint lacks or has in another shape, resolved path). `auto`: the transformers
+    Auto class the task's weights load as (a classifier's by default; an encoder's for embedding runs)."""
     path = resolve(base)
     check_hub(path)
     base_cfg = AutoConfig.from_pretrained(path)
@@ -78,7 +79,7 @@ def load_base(base: str, config) -> tuple[torch.nn.Module, set[str], str]:
             raise TunesmithError(f"--base {base} has {attr}={a} but the tuned model has {attr}={b}; "
                                  f"mismatched architectures cannot be merged")
     with quiet():
-        model, info = AutoModelForSequenceClassification.from_pretrained(
+        model, info = auto.from_pretrained(
             path, config=config, ignore_mismatched_sizes=True, output_loading_info=True, dtype=torch.float32)
     lacks = set(info["missing_keys"]) | {k[0] if isinstance(k, tuple) else k for k in info["mismatched_keys"]}
     if folded:  # the untouched model's mean pooler starts as the identity (models/pooling.MeanPooler)
@@ -88,19 +89,18 @@ def load_base(base: str, config) -> tuple[torch.nn.Module, set[str], str]:
     return model, lacks, path
 
 
-def tuned_state(t: Tuned, base_path: str, config) -> dict[str, torch.Tensor]:
+def tuned_state(t: Tuned, base_path: str, config, auto=AutoModelForSequenceClassification) -> dict[str, torch.Tensor]:
     # A mean-pooling LoRA run's adapter was trained under a pooler the base checkpoint does not hold:
     # its merged model/ (folded) is the whole truth.
     if t.adapter is None or getattr(config, "tunesmith_pooling", None) == "mean":
         with quiet():
-            m = AutoModelForSequenceClassification.from_pretrained(t.model_dir, dtype=torch.float32)
+            m = auto.from_pretrained(t.model_dir, dtype=torch.float32)
         return m.state_dict()
     from peft import PeftModel
 
     # LoRA: apply the adapter to the base being merged (which is usually its own training base)
     with quiet():
-        base = AutoModelForSequenceClassification.from_pretrained(base_path, config=config,
-                                                                  ignore_mismatched_sizes=True, dtype=torch.float32)
+        base = auto.from_pretrained(base_path, config=config, ignore_mismatched_sizes=True, dtype=torch.float32)
         merged = PeftModel.from_pretrained(base, t.adapter).merge_and_unload()
     return merged.state_dict()
 

@@ -61,16 +61,6 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
     if len(pooled) > 1:  # a folded mean-pooling layer in some but not all: their heads read other vectors
         raise TunesmithError(f"{', '.join(t.source for t in tuned)}: some read the mean of the tokens and some "
                              f"the first token (--pooling auto vs native); merge runs trained with one pooling")
-    model, lacks, base_path = models.load_base(spec.base, configs[0])
-    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    tuned_sds = []
-    for t in tuned:
-        sd = models.tuned_state(t, base_path, configs[0])  # one pooling for all (checked above)
-        models.check_same(base_sd, sd, lacks, t.source)
-        tuned_sds.append(sd)
-    say(f"merging {len(tuned)} tuned model(s) into {spec.base} with {spec.method}"
-        + (f"; heads taken from the tuned model(s): {', '.join(sorted(lacks))}" if lacks else ""))
-
     src_run = open_run(tuned[0].run_dir) if tuned[0].run_dir else None
     # a bare classifier folder (no run around it): what `tunesmith train` defaults to
     recipe = dict(src_run.recipe) if src_run else {"task": "single_label", "max_length": 128, "bf16": "auto"}
@@ -78,7 +68,24 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
     task_name, max_length = settings["task"], settings["max_length"]
     task = get_task(task_name, labels)
     if not task.mergeable:
-        raise TunesmithError(f"{tuned[0].source}: task '{task_name}' runs cannot be merged here; merge classifier runs")
+        raise TunesmithError(f"{tuned[0].source}: task '{task_name}' runs cannot be merged here; merge classifier or "
+                             f"embedding runs")
+    # The task's optional merge hooks (a classifier's when absent): `merge_auto_class`, the transformers class
+    # its weights load as; `merge_metric(targets)`, what picks a sweep point on the --eval data;
+    # `merge_model(model, tok, max_length)`, what is saved as model/.
+    import transformers
+
+    auto = getattr(transformers, getattr(task, "merge_auto_class", "AutoModelForSequenceClassification"))
+    model, lacks, base_path = models.load_base(spec.base, configs[0], auto)
+    base_sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    tuned_sds = []
+    for t in tuned:
+        sd = models.tuned_state(t, base_path, configs[0], auto)  # one pooling for all (checked above)
+        models.check_same(base_sd, sd, lacks, t.source)
+        tuned_sds.append(sd)
+    say(f"merging {len(tuned)} tuned model(s) into {spec.base} with {spec.method}"
+        + (f"; heads taken from the tuned model(s): {', '.join(sorted(lacks))}" if lacks else ""))
+
     from tunesmith.models.load import load_tokenizer
 
     tok = load_tokenizer(str(tuned[0].model_dir))
@@ -88,6 +95,7 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
     data = sweep.TaskData(eval_data, predictor, recipe.get("text_column"),
                           recipe.get("label_column")) if eval_data else None
     retention = sweep.Retention(retention_data, tok, max_length) if retention_data else None
+    metric = task.merge_metric(data.targets) if data and hasattr(task, "merge_metric") else task.main_metric
 
     def point(s):
         model.load_state_dict(build.merge_state(s, base_sd, tuned_sds, lacks))
@@ -105,24 +113,26 @@ def _build(spec, out, tuned, weights, eval_data, retention_data, say, t0) -> Run
             s = METHODS[spec.method].with_weight(spec, w)
             rows.append({"weight": w, **point(s)})
             say(f"weight {w:g}: " + ", ".join(f"{k} {v:.4f}" for k, v in rows[-1].items() if k != "weight"))
-        chosen = sweep.choose(rows, task.main_metric)
+        chosen = sweep.choose(rows, metric)
         spec = METHODS[spec.method].with_weight(spec, rows[chosen]["weight"])
         for i, r in enumerate(rows):
             r["chosen"] = i == chosen
         import pandas as pd
 
         pd.DataFrame(rows).to_csv(artifact(out, "sweep.csv"), index=False)
-        sweep.plot(rows, task.main_metric, chosen, artifact(out, "sweep.png"),
-                   f"{spec.method} merge: {task.main_metric} vs retention")
-        metrics["sweep"] = {"rows": rows, "chosen_weight": rows[chosen]["weight"], "metric": task.main_metric,
-                            "rule": f"most retention within {sweep.TOLERANCE:g} of the best {task.main_metric}"}
+        sweep.plot(rows, metric, chosen, artifact(out, "sweep.png"), f"{spec.method} merge: {metric} vs retention")
+        metrics["sweep"] = {"rows": rows, "chosen_weight": rows[chosen]["weight"], "metric": metric,
+                            "rule": f"most retention within {sweep.TOLERANCE:g} of the best {metric}"}
     final = point(spec)
     if data:
-        metrics["test"] = {k: v for k, v in final.items() if k != "retention"} | {"n": len(data.y), "file": data.path}
+        metrics["test"] = {k: v for k, v in final.items() if k != "retention"} | {"n": data.n, "file": data.path}
     if retention:
         metrics["retention"] = {"kind": "sts_spearman", "file": retention.path, "n": len(retention.score_),
                                 "after": final["retention"]}
-    save_model(model.to(DTYPES[spec.dtype]), tok, artifact(out, "model"))
+    merged = model.to(DTYPES[spec.dtype])
+    if hasattr(task, "merge_model"):
+        merged = task.merge_model(merged, tok, max_length)
+    save_model(merged, tok, artifact(out, "model"))
     # uncalibrated: a merge has no validation split to fit a temperature on
     write_inference_settings(out / "model", task=task_name, max_length=max_length, temperature=1.0)
     recipe.update({"out": str(out)})

@@ -30,7 +30,7 @@ class TaskData:
                                                       known="which the tuned model was not trained on")
         self.predictor, self.path, self.targets = predictor, str(path), targets
         self.ids = predictor.encode(texts)[0]
-        self.y = targets.numpy()
+        self.n = len(targets)  # labels (a tensor), or an embedding file's Examples
 
     def score(self) -> dict:
         return self.predictor.task.score(self.predictor.forward(self.ids), self.targets, with_loss=False)

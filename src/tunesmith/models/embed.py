@@ -50,17 +50,23 @@ def load_encoder(model_path: str):
 @torch.inference_mode()
 def embed_with(model, tokenizer, texts: list[str], max_length: int = 128, batch_size: int = 64,
                bf16: bool = False) -> np.ndarray:
-    """Mean-pooled, L2-normalised last hidden states (all-MiniLM's own pooling), in input order."""
+    """Mean-pooled, L2-normalised last hidden states (all-MiniLM's own pooling), in input order. In eval mode
+    (put back after): a model fresh from training is still in train mode, and dropout would blur its vectors."""
     device = next(model.parameters()).device
     ids = encode(tokenizer, texts, max_length)
     out = np.zeros((len(texts), model.config.hidden_size), dtype=np.float32)
-    for batch in inference_batches([len(x) for x in ids], batch_size):
-        b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], tokenizer.pad_token_id).items()}
-        with autocast(bf16, device):
-            h = model(**b).last_hidden_state.float()
-        m = b["attention_mask"].unsqueeze(-1).float()
-        v = (h * m).sum(1) / m.sum(1).clamp(min=1)
-        out[batch] = torch.nn.functional.normalize(v, dim=-1).cpu().numpy()
+    was = model.training
+    model.eval()
+    try:
+        for batch in inference_batches([len(x) for x in ids], batch_size):
+            b = {k: v.to(device) for k, v in collate([ids[i] for i in batch], tokenizer.pad_token_id).items()}
+            with torch.inference_mode(), autocast(bf16, device):
+                h = model(**b).last_hidden_state.float()
+            m = b["attention_mask"].unsqueeze(-1).float()
+            v = (h * m).sum(1) / m.sum(1).clamp(min=1)
+            out[batch] = torch.nn.functional.normalize(v, dim=-1).cpu().numpy()
+    finally:
+        model.train(was)
     return out
 
 

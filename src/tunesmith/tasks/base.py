@@ -151,6 +151,7 @@ class Task:
     exportable: ClassVar[bool] = False     # ONNX export with a parity check
     loads_4bit: ClassVar[bool] = False     # load_model honours --strategy qlora (models/quantize.load_kwargs)
     graph_output: ClassVar[str] = "logits"  # export: the forward output the ONNX graph gives (and `outputs` reads)
+                                           # (graph_module may compute it: an encoder's pooled vector)
     mergeable: ClassVar[bool] = False      # tunesmith merge: weight-space merges scored on labelled data
     tunable: ClassVar[bool] = False        # tunesmith tune: trials compared on validation data
     row_audit: ClassVar[bool] = True       # `tunesmith audit` runs audit/'s checks over text and label rows;
@@ -267,6 +268,11 @@ class Task:
         raise TunesmithError(f"{name}: task {self.name} has no report yet")
 
     # ---- inference (the Predictor) ------------------------------------------------------------------------------
+    def graph_module(self, model):
+        """export: the module traced into the ONNX graph, forward(input_ids, attention_mask) → its one output,
+        named `graph_output`. None: the model's own output of that name."""
+        return None
+
     @classmethod
     def from_run(cls, run, model_config) -> "Task":
         return cls([model_config.id2label[i] for i in range(model_config.num_labels)])

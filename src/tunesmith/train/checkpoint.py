@@ -83,6 +83,9 @@ def load_weights(path: Path) -> dict:
 def load_resume(path: Path, model, opt, sched) -> dict:
     """Restores weights, optimizer, schedule and RNG in place; returns the loop's saved state."""
     ck = load_data(path)
+    if isinstance(ck, dict) and ck.get("shards"):  # its weights are in the per-process shard files
+        raise TunesmithError(f"{path}: written by a sharded run; resume it with the same --nproc "
+                             f"{ck['shards'].get('world')} --shard")
     try:
         load_trainable(model, ck["trainable"])
         opt.load_state_dict(ck["optimizer"])

@@ -25,7 +25,7 @@ import torch
 from tunesmith import accel
 from tunesmith.errors import TunesmithError
 from tunesmith.evaluate.predict import predict_logits
-from tunesmith.train import distributed, memory
+from tunesmith.train import distributed, memory, shard
 from tunesmith.train.checkpoint import (atomic_save, load_resume, load_trainable, load_weights, save_resume,
                                        trainable_state)
 from tunesmith.train.optim import optimizer_and_schedule, optimizer_step
@@ -162,12 +162,16 @@ def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Pat
         on_event=None, stop=None) -> FitResult:
     if distributed.world()[1] > 1 and not getattr(steps, "data_parallel", True):
         name = getattr(getattr(steps, "task", None), "name", "this task")
-        raise TunesmithError(f"--nproc: --task {name} trains in one process only (its loss compares each row with "
-                             f"the rest of the batch, which one process's share of the batch would change)")
+        why = getattr(steps, "one_process_why", "its loss compares each row with the rest of the batch, which "
+                                                 "one process's share of the batch would change")
+        raise TunesmithError(f"--nproc: --task {name} trains in one process only here ({why})")
+    shard.check(recipe, distributed.world()[1])
     acc = distributed.accelerator()
-    # The CPU speed-ups, or none (TUNESMITH_ENGINE=plain; CUDA): accel/__init__.py. Lazy embedding rows
-    # go on before DDP wraps the model: DDP reads each embedding's `sparse` flag when it builds its buckets.
-    engine = accel.for_device(acc.device if acc is not None else device, bf16, distributed=acc is not None)
+    # The CPU speed-ups, or none (TUNESMITH_ENGINE=plain; CUDA; sharded weights): accel/__init__.py. Lazy
+    # embedding rows go on before DDP wraps the model: DDP reads each embedding's `sparse` flag when it builds
+    # its buckets.
+    engine = accel.for_device(acc.device if acc is not None else device, bf16, distributed=acc is not None,
+                              engine="plain" if recipe.shard != "off" else None)
     lazy = engine.lazy_embeddings(model) if getattr(steps, "lazy_rows", False) else contextlib.nullcontext()
     with lazy:
         return _fit(model, steps, recipe, device=device, bf16=bf16, ckpt_dir=ckpt_dir, resume=resume,
@@ -184,7 +188,10 @@ def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Bu
     """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
     one line with settings that would fit, not hours later."""
     _, world = distributed.world()
-    budget = memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
+    if recipe.shard != "off":  # each process keeps 1/world of the weights (on GPU), gradients and AdamW state
+        budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), world)
+    else:
+        budget = memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
     if not budget.fits:
         raise TunesmithError(memory.refusal(budget, model))
     return budget
@@ -200,12 +207,18 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     torch.manual_seed(recipe.seed)
+    sharded = recipe.shard != "off"
     model.to(device)
     module = steps.module(model)  # what the training forward calls (SFT: the token losses)
-    net = acc.prepare_model(module) if acc is not None else module
+    net = acc.prepare_model(module) if acc is not None and not sharded else module
     if hasattr(steps, "start"):
         steps.start(model, distributed=acc is not None)
     budget = check_memory(model, steps, recipe, device, bf16, engine)
+    given = model
+    if sharded:  # FSDP2 trains a sharded copy; `given` stays whole on the host and gets its weights at the end
+        model, net = shard.wrap(given.to("cpu"), steps, recipe.shard, device)
+        if hasattr(steps, "start"):
+            steps.start(model, distributed=True)
 
     n_batches = math.ceil(len(steps.lengths) / recipe.batch_size)
     total_steps = math.ceil(n_batches / recipe.grad_accum) * recipe.epochs
@@ -214,11 +227,14 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
     choose = steps.chooses(on_event)
     st = LoopState()
     if resume and last_path.exists():
-        st = LoopState.restore(load_resume(last_path, model, opt, sched), last_path)
+        st = LoopState.restore((shard.load_resume if sharded else load_resume)(last_path, model, opt, sched),
+                               last_path)
         on_event("resumed", epoch=st.epoch, batch=st.batch)
 
     def save_last():
-        if main:
+        if sharded:  # every rank writes its shards
+            shard.save_resume(ckpt_dir, model, opt, sched, asdict(st), tag=st.epoch * 1_000_000 + st.batch)
+        elif main:
             save_resume(last_path, model, opt, sched, asdict(st))
 
     def stop_requested(flag) -> bool:
@@ -256,7 +272,9 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
                     b = steps.batch(share, device)
                     boundary = (bi + 1) % recipe.grad_accum == 0 or bi + 1 == len(batches)
                     # Gradient accumulation under DDP: all-reduce only on the step that updates.
-                    sync = contextlib.nullcontext() if acc is None or boundary else net.no_sync()
+                    sync = contextlib.nullcontext() if acc is None or boundary or sharded else net.no_sync()
+                    if sharded:
+                        net.set_requires_gradient_sync(boundary)
                     with sync, mw.computing():
                         with autocast(use_autocast, device):
                             loss, batch_sums = steps.loss(net, b)
@@ -267,7 +285,9 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
                         n, t = steps.host_counts(mine)
                         seen, tokens = seen + n, tokens + t
                     if boundary:
-                        optimizer_step(params, opt, sched, recipe.grad_clip, mw.for_optimizer())
+                        if sharded and recipe.grad_clip:
+                            shard.clip(params, recipe.grad_clip)
+                        optimizer_step(params, opt, sched, 0 if sharded else recipe.grad_clip, mw.for_optimizer())
                     on_event("step", epoch=epoch, batch=bi + 1,
                              loss=float(loss.detach()) if logged(bi, len(batches)) else None)
                     if boundary and stop_requested(flag):
@@ -287,19 +307,30 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
             st.train_tokens += tokens
             record = {"epoch": epoch + 1, **steps.epoch_record(host_sums, seen, tokens, epoch_seconds)}
             if steps.val is not None and len(steps.val):
-                fields, score, higher_is_better = steps.validate(model)
+                with shard.whole_root(net) if sharded else contextlib.nullcontext():
+                    fields, score, higher_is_better = steps.validate(model)
                 record.update(fields)
-                if choose and track_best(st, score, higher_is_better, recipe.patience, epoch) and main:
-                    atomic_save(trainable_state(model), best_path)
+                if choose and track_best(st, score, higher_is_better, recipe.patience, epoch):
+                    best = shard.full_trainable(model) if sharded else trainable_state(model) if main else None
+                    if main:
+                        atomic_save(best, best_path)
             st.history.append(record)
             st.epoch, st.batch = epoch + 1, 0
             save_last()
             on_event("epoch_end", **record)
 
+    if sharded:  # the trained weights, whole, into the model the pipeline saves (rank 0)
+        shard.gather_into(model, given)
+        model = given.to(device) if main else given
     if acc is not None:
         acc.wait_for_everyone()  # rank 0 has written best.pt
     if best_path.exists() and st.best_epoch is not None:
         load_trainable(model, load_weights(best_path))
+    if acc is not None:
+        # DDP's gradient hooks live as long as its wrapper, which Accelerate keeps: a later fit of the same
+        # weights (the contrastive stage's body, then the classifier) would all-reduce through both.
+        del net
+        acc.free_memory()
     result = st.result()
     result.memory = {"predicted_peak_mib": round(budget.peak / memory.MIB, 1), **memory.used(device)}
     return result

@@ -211,8 +211,17 @@ def _held(device) -> int:
     return rss_bytes()
 
 
-def advice(b: Budget, layers: int) -> list[str]:
-    """Settings that would make a budget fit, each checked with the same arithmetic."""
+def sharded(b: Budget, n: int) -> Budget:
+    """The budget of one of `n` processes under --shard full: a 1/n share of the weights on the device (the
+    whole copy stays on the host), of the gradients and of AdamW's state; batch rows split n ways."""
+    on_device = b.device == "cuda"
+    return b.at(held=b.held - b.weights + b.weights // n if on_device else b.held, gradients=b.gradients // n,
+                optimizer=b.optimizer // n, batch=max(1, -(-b.batch // n)))
+
+
+def advice(b: Budget, layers: int, devices: int = 0) -> list[str]:
+    """Settings that would make a budget fit, each checked with the same arithmetic. `devices`: GPUs on this
+    machine (sharding over processes only helps where each has its own memory)."""
     out = []
     for batch in (b.batch // 2, b.batch // 4, b.batch // 8, 1):
         if 1 <= batch < b.batch and b.at(batch=batch).fits:
@@ -225,6 +234,10 @@ def advice(b: Budget, layers: int) -> list[str]:
     lora = b.at(trainable=lora_train, gradients=4 * lora_train, optimizer=8 * lora_train, compute_copies=0)
     if b.trainable > lora_train and lora.fits:
         out.append("--strategy lora")
+    for n in (2, 4, 8):
+        if n <= devices and sharded(b, n).fits:
+            out.append(f"--nproc {n} --shard full")
+            break
     return out
 
 
@@ -235,7 +248,7 @@ def gib(n: int) -> str:
 def refusal(b: Budget, model) -> str:
     """The one line `train` stops with when the plan cannot fit."""
     layers = getattr(getattr(model, "config", None), "num_hidden_layers", 1) or 1
-    fixes = advice(b, layers)
+    fixes = advice(b, layers, torch.cuda.device_count() if b.device == "cuda" else 0)
     return (f"training needs about {gib(b.peak)} at --batch-size {b.batch} of {b.length} tokens (held now "
             f"{gib(b.held)}, gradients {gib(b.gradients)}, optimizer {gib(b.optimizer)}, activations "
             f"{gib(b.activations)}), more than the {gib(b.available)} of {b.available_from}; "

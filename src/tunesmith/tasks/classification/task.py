@@ -75,6 +75,11 @@ class Classification(Task):
             from tunesmith.train.optim import default_lr
 
             recipe = recipe.model_copy(update={"lr": default_lr(recipe.strategy, self.targets(data.train.labels))})
+        if recipe.contrastive == "auto" or recipe.contrastive == "on":  # recorded as on/off: what the run did
+            from tunesmith.tasks.classification.contrastive import decide
+
+            recipe = recipe.model_copy(update={"contrastive": decide(
+                recipe.contrastive, recipe, self.targets(data.train.labels), self.multi_label)})
         if recipe.slice_column and data.test is not None:  # a typo in the column name fails now, not after training
             from tunesmith.evaluate.slices import slice_values
 
@@ -126,18 +131,37 @@ class Classification(Task):
             raise TypeError("metrics and predictions must be mappings")
 
     def before_fit(self, model, tok, enc, recipe, device, bf16, on_event, memo=None, model_path=None) -> None:
+        """The contrastive stage (contrastive.py) when the recipe resolved it on, then the probe start. Skipped
+        on --resume once checkpoint/last.pt exists (pipeline.py): last.pt holds the body both produced."""
+        tr = enc["train"]
+        if recipe.contrastive == "on":
+            self.contrastive_body(model, tok, tr, recipe, device, bf16, on_event, memo, model_path)
         if recipe.head_init != "probe":
             return
         from tunesmith.train.probe_init import init_head
 
-        key = (model_path, recipe.max_length, "probe_head")  # tune: every trial starts from the same probe
-        tr = enc["train"]
+        # tune: every trial starts from the same probe (on the same contrastive body, when there is one)
+        key = (model_path, recipe.max_length, "probe_head", recipe.contrastive, recipe.seed)
         fitted = init_head(model, self, tr.ids, tr.targets, tok.pad_token_id, bf16, device,
                            memo.get(key) if memo is not None else None)
         if fitted is not None:
             if memo is not None:
                 memo[key] = fitted
             say(on_event, "classifier started from a linear probe on the frozen model (LP-FT)")
+
+    def contrastive_body(self, model, tok, tr, recipe, device, bf16, on_event, memo, model_path) -> None:
+        """Trains the body on label pairs (contrastive.py); tune's trials share one stage through `memo`."""
+        from tunesmith.tasks.classification.contrastive import train_body
+
+        key = (model_path, recipe.max_length, "contrastive_body", recipe.seed)
+        if memo is not None and key in memo:
+            state, self.contrastive = memo[key]
+            model.base_model.load_state_dict(state)
+            return
+        self.contrastive = train_body(model, tr.ids, tr.targets, tok.pad_token_id, recipe, device, bf16, on_event)
+        if memo is not None:
+            memo[key] = ({k: v.detach().to("cpu", copy=True) for k, v in model.base_model.state_dict().items()},
+                         self.contrastive)
 
     def steps(self, model, tok, enc, recipe, device, bf16):
         from tunesmith.tasks.classification.steps import ClassifierSteps
@@ -159,8 +183,14 @@ class Classification(Task):
         test, val = enc["test"], enc["validation"]
         test_logits = val_logits = None
         if test is not None:
-            tm, tloss, test_logits = evaluate_split(model, self, test, tok.pad_token_id, recipe.batch_size * 2,
-                                                    bf16, device)
+            import contextlib
+
+            from tunesmith.evaluate.retention import Pooled, encoder_of
+
+            # the scoring pass also gives retention's "after" vectors (evaluate/retention.py Pooled: one pass less)
+            with Pooled(encoder_of(model)) if not recipe.retention_data else contextlib.nullcontext() as pooled:
+                tm, tloss, test_logits = evaluate_split(model, self, test, tok.pad_token_id, recipe.batch_size * 2,
+                                                        bf16, device)
             metrics["test"] = {**tm, "loss": tloss}
         if val is not None:
             vm, vloss, val_logits = evaluate_split(model, self, val, tok.pad_token_id, recipe.batch_size * 2,
@@ -183,9 +213,12 @@ class Classification(Task):
                         baseline_metrics=b_metrics, baseline_preds=b_preds, history=metrics["history"],
                         slice_values=slices, slice_column=recipe.slice_column, seed=recipe.seed)
         metrics["test"]["ci95"] = extra.pop("ci95")
+        if getattr(self, "contrastive", None):  # what the stage did (absent on --resume past it)
+            metrics["contrastive"] = self.contrastive
         metrics["baselines"] = b_metrics
         metrics.update(extra)
-        metrics["retention"] = retention.for_run(recipe, model, tok, te.texts, recipe.max_length)
+        metrics["retention"] = retention.for_run(recipe, model, tok, te.texts, recipe.max_length,
+                                                 after=pooled.vectors(test.ids) if pooled is not None else None)
         metrics["verdict"] = verdict(metrics)
         # the targets beside the logits: `tunesmith compare` bootstraps both runs' predictions on these rows
         return {"test_logits.npy": test_logits, "test_targets.npy": test.targets.numpy()}

@@ -24,6 +24,17 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return F.normalize(mean, dim=-1)
 
 
+class Pooled(torch.nn.Module):
+    """encoder(input_ids, attention_mask) → `pool` of its last hidden states: what export traces."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids, attention_mask):
+        return pool(self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state, attention_mask)
+
+
 def embed_ids(model, ids: list[list[int]], pad_id: int, batch_size: int, bf16: bool, device) -> np.ndarray:
     """(texts, dim) unit vectors of token ids, in input order; batches sorted by length."""
     from tunesmith.accel.precision import autocast
@@ -36,8 +47,11 @@ def embed_ids(model, ids: list[list[int]], pad_id: int, batch_size: int, bf16: b
         for b in inference_batches([len(x) for x in ids], batch_size):
             t = {k: v.to(device) for k, v in collate([ids[i] for i in b], pad_id).items()}
             with autocast(bf16, device):
-                h = model(**t).last_hidden_state
-            for i, v in zip(b, pool(h, t["attention_mask"]).cpu().numpy()):
+                got = model(**t)
+            # an exported graph (export/onnx.py's SessionModel) gives the pooled vector itself
+            vecs = getattr(got, "sentence_embedding", None)
+            vecs = pool(got.last_hidden_state, t["attention_mask"]) if vecs is None else vecs.float()
+            for i, v in zip(b, vecs.cpu().numpy()):
                 out[i] = v
     model.train(was)
     return np.stack(out) if out else np.zeros((0, 0), np.float32)
@@ -131,8 +145,13 @@ class EmbeddingInference:
     def columns(self, records: list[dict]) -> dict:
         return {"vector": [r["vector"] for r in records]}
 
-    # ---- export parity (export/parity.py compares these arrays; the graph gives hidden states, pooled here) ----
-    graph_output = "last_hidden_state"
+    # ---- export (export/parity.py compares these arrays) -----------------------------------------------------------
+    graph_output = "sentence_embedding"  # the graph's output: pooled and normalised in it (graph_module)
+
+    def graph_module(self, model):
+        """The encoder with mean pooling over the attention mask and L2 normalisation folded in: whoever loads the
+        .onnx gets the sentence vector (sentence-transformers' name for it), not token states to pool."""
+        return Pooled(model)
 
     def probabilities(self, outputs, temperature: float = 1.0) -> np.ndarray:
         """The unit vectors themselves: parity holds every component to its tolerance."""

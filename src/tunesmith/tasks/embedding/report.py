@@ -46,8 +46,22 @@ def render_html(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
     s += ["<section><h2>Training</h2>", img(charts.learning_curves(m.get("history", []), recipe.get("metric", "")),
                                             "learning curves"),
           f'<p>Best epoch kept: {m.get("best_epoch")}; stopped early: {m.get("stopped_early")}; '
-          f'{m.get("train_samples_per_second", 0):.0f} training rows/s.</p></section>', audit_section(audit)]
+          f'{m.get("train_samples_per_second", 0):.0f} training rows/s.</p></section>', _retention(m.get("retention")),
+          audit_section(audit)]
     return page(name, s, recipe_doc)
+
+
+def _retention(r: dict | None) -> str:
+    """What fine-tuning kept of the untouched encoder (evaluate/retention.py's STS Spearman or linear CKA)."""
+    if r and r.get("kind") == "sts_spearman":
+        return (f'<section><h2>Knowledge retention</h2><p>Spearman of cosine similarity against the scores of '
+                f'{r["n"]} pairs of <code>{escape(str(r.get("file")))}</code>: {r["before"]:.3f} before, '
+                f'<b>{r["after"]:.3f}</b> after ({r["change"]:+.3f}).</p></section>')
+    if r and r.get("kind") == "linear_cka":
+        return (f'<section><h2>Knowledge retention</h2><p>No <code>--retention-data</code> given: linear CKA between '
+                f'the untouched and the fine-tuned encoder on {r["n"]} test texts: <b>{r["cka"]:.3f}</b> (1 = '
+                f'unchanged).</p></section>')
+    return ""
 
 
 def render_card(name: str, m: dict, recipe_doc: dict) -> str:

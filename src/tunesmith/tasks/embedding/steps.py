@@ -10,6 +10,12 @@ backward is what DDP expects), are mean-pooled and L2-normalised, and scored by
 In-batch negatives are only negatives when they differ from the answer: the batches never hold a text twice
 as an anchor or a positive (`no_duplicate_batches`), and a candidate equal to a row's own texts or sharing its
 label (labelled texts) is masked out of that row's softmax.
+
+A row may carry any number of negatives (a triplet's, or the K that --hard-negatives mined: negatives.py);
+every one is a candidate of every row. A row that found fewer than K holds PAD in the rest, masked out.
+
+--mini-batch N embeds the batch N texts at a time the GradCache way (`cached_loss`): the loss then costs the
+activations of N texts instead of the whole batch's, so the in-batch negatives can grow past what fits.
 """
 from __future__ import annotations
 
@@ -23,15 +29,18 @@ import torch.nn.functional as F
 from tunesmith.data.batching import collate
 from tunesmith.tasks.base import Steps
 from tunesmith.tasks.embedding.inference import pool
+from tunesmith.train import distributed
 from tunesmith.train.loop import decides
 
 SCALE = 20.0  # both losses: cosines in [-1, 1] times 20, sentence-transformers' default
+PAD = -1      # a unit's missing negative (a row that found fewer than --hard-negatives K)
 
 
 @dataclass
 class Units:
     """Training rows as indices into `texts` (each distinct text tokenized once): `units[i]` is (anchor,
-    positive) or (anchor, positive, negative); `score` per row (scored pairs), `group` per text (labels)."""
+    positive) or (anchor, positive, negative, ...), PAD for a missing negative; `score` per row (scored pairs),
+    `group` per text (labels)."""
     texts: list[str]
     ids: list[list[int]]
     units: list[tuple[int, ...]]
@@ -42,21 +51,27 @@ class Units:
         return len(self.units)
 
 
-def mnrl(anchors, candidates, masked=None, scale: float = SCALE):
-    """Cross-entropy of each anchor over the candidates (row i's answer is candidate i); `masked` (rows x
-    candidates, bool) drops false negatives. Returns (loss, correct top-1 count)."""
+def mnrl(anchors, candidates, masked=None, scale: float = SCALE, first: int = 0):
+    """Cross-entropy of each anchor over the candidates (row i's answer is candidate first + i); `masked`
+    (rows x candidates, bool) drops false negatives. Returns (loss, correct top-1 count)."""
     logits = scale * anchors @ candidates.T
     if masked is not None:
         logits = logits.masked_fill(masked, float("-inf"))
-    target = torch.arange(len(anchors), device=logits.device)
+    target = first + torch.arange(len(anchors), device=logits.device)
     return F.cross_entropy(logits, target), (logits.detach().argmax(1) == target).sum()
 
 
-def cosent(u, v, score, scale: float = SCALE):
-    """log(1 + sum over pairs i, j with score_i > score_j of exp(scale (cos_j - cos_i)))."""
+def cosent(u, v, score, scale: float = SCALE, gather: bool = False):
+    """log(1 + sum over pairs i, j with score_i > score_j of exp(scale (cos_j - cos_i))). `gather` (--nproc):
+    over every process's pairs, so each process computes the whole batch's loss; its gradient reaches each
+    process's own pairs through the gather, and DDP's average of the processes' gradients (each loss weighted
+    by the process's share of the rows: the loop's weight) is the one-process gradient."""
     s = scale * (u * v).sum(-1)
+    valid = torch.ones_like(score, dtype=torch.bool)
+    if gather:
+        s, score, valid = _gather_scores(s, score)
     diff = s[None, :] - s[:, None]                  # [i, j] = s_j - s_i
-    keep = score[:, None] > score[None, :]          # i should outrank j
+    keep = (score[:, None] > score[None, :]) & valid[:, None] & valid[None, :]  # i should outrank j
     diff = diff.masked_fill(~keep, float("-inf"))
     return torch.logsumexp(torch.cat([diff.new_zeros(1), diff.reshape(-1)]), 0)
 
@@ -83,15 +98,145 @@ def no_duplicate_batches(keys: list[tuple[int, ...]], batch_size: int, seed: int
     return batches
 
 
+def embed(net, b: dict) -> torch.Tensor:
+    """Mean-pooled unit vectors (float32) of a tokenized batch."""
+    return pool(net(**b).last_hidden_state, b["attention_mask"])
+
+
+def chunks(b: dict, size: int) -> list[tuple[torch.Tensor, dict]]:
+    """The batch's texts `size` at a time, longest first, each chunk cut to its own longest text (less
+    padding to embed): [(row indices into b, sub-batch)]."""
+    mask = b["attention_mask"]
+    order = torch.argsort(mask.sum(1), descending=True, stable=True)
+    out = []
+    for c in order.split(size):
+        width = int(mask[c].sum(1).max())
+        out.append((c, {k: v[c][:, :width] for k, v in b.items()}))
+    return out
+
+
+class _Rng:
+    """torch's RNG state (CPU, and the CUDA device's) at a chunk's first forward, restored for its second:
+    dropout draws the same masks, so the cached gradient belongs to the embedding it is applied to. The CPU
+    engine's fast dropout (accel/fast_dropout.py) draws each call's seed from torch's CPU RNG, so this
+    replays it too (as sentence-transformers' RandContext does)."""
+
+    def __init__(self, device):
+        self.device = device if device.type == "cuda" else None
+        self.cpu = torch.get_rng_state()
+        self.cuda = torch.cuda.get_rng_state(device) if self.device is not None else None
+
+    def restore(self):
+        torch.set_rng_state(self.cpu)
+        if self.device is not None:
+            torch.cuda.set_rng_state(self.cuda, self.device)
+
+
+def cached_loss(net, b: dict, size: int, score):
+    """The loss `score(embeddings)` → (loss, sums) with the embeddings computed `size` texts at a time, the
+    way of sentence-transformers' CachedMultipleNegativesRankingLoss (GradCache, Gao et al. 2021):
+
+    1. every chunk forward without a graph (its RNG state kept), the embeddings concatenated;
+    2. the loss on those embeddings as leaves, and d loss / d embeddings (cached);
+    3. the loss returned as a leaf whose gradient hook, when the loop backpropagates `loss * w`, forwards
+       each chunk again WITH a graph (same RNG state, same autocast) and backpropagates the cached
+       gradients times w into the weights.
+
+    The gradient is the plain loss's (same masks, same weights), so gradient accumulation and loss weights
+    hold. Memory: one chunk's activations instead of the batch's. Cost: one extra forward per chunk (about
+    a third more compute a step)."""
+    device = b["input_ids"].device
+    parts = chunks(b, size)
+    states, embs = [], []
+    with torch.no_grad():
+        for _, sub in parts:
+            states.append(_Rng(device))
+            embs.append(embed(net, sub))
+    e = torch.empty(len(b["input_ids"]), embs[0].shape[1], dtype=embs[0].dtype, device=embs[0].device)
+    e[torch.cat([c for c, _ in parts])] = torch.cat(embs)
+    e.requires_grad_(True)
+    with torch.enable_grad():
+        loss, sums = score(e)
+        (grad,) = torch.autograd.grad(loss, e, allow_unused=True)
+    if grad is None:
+        grad = torch.zeros_like(e)
+    kind = device.type
+    amp = (torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))  # the hook runs outside autocast
+
+    def replay(g):
+        with torch.enable_grad(), torch.random.fork_rng(devices=[device] if kind == "cuda" else []), \
+                torch.autocast(kind, dtype=amp[1], enabled=amp[0]):
+            for (c, sub), rng in zip(parts, states):
+                rng.restore()
+                embed(net, sub).backward(grad[c] * g)
+        return None
+
+    out = loss.detach().requires_grad_(True)
+    out.register_hook(replay)
+    return out, sums
+
+
+def _gather_scores(s, score):
+    """Every process's scaled cosines (with their graph) and gold scores, padded to the largest share; the
+    third tensor says which entries are real."""
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    _, world = distributed.world()
+    sizes = [torch.zeros(1, dtype=torch.long, device=s.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(s)], device=s.device))
+    most = int(max(x.item() for x in sizes))
+    pad = most - len(s)
+    s_all = torch.cat(all_gather(torch.cat([s, s.new_zeros(pad)]) if pad else s.contiguous()))
+    score_p = torch.cat([score, score.new_zeros(pad)]) if pad else score
+    score_all = [torch.empty_like(score_p) for _ in range(world)]
+    dist.all_gather(score_all, score_p.contiguous())
+    valid = torch.cat([torch.arange(most, device=s.device) < int(n.item()) for n in sizes])
+    return s_all, torch.cat(score_all), valid
+
+
+def gathered(vecs, text, group, cand):
+    """Every process's candidates, in rank order, each process's padded to the largest share (the padding is
+    PAD: no candidate of any row), and where this process's own begin. The vectors keep their graph
+    (torch.distributed.nn's all_gather: a process's loss sends gradients to the others' candidates), so the
+    DDP average of the processes' gradients is the one-process gradient of the whole batch (test:
+    tests/embedding/test_embedding_ddp.py)."""
+    import torch.distributed as dist
+    from torch.distributed.nn.functional import all_gather
+
+    rank, world = distributed.world()
+    sizes = [torch.zeros(1, dtype=torch.long, device=vecs.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([len(vecs)], device=vecs.device))
+    most = int(max(s.item() for s in sizes))
+    pad = most - len(vecs)
+
+    def padded(t, fill):
+        return torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)]) if pad else t
+
+    def plain(t, fill):
+        out = [torch.empty_like(padded(t, fill)) for _ in range(world)]
+        dist.all_gather(out, padded(t, fill).contiguous())
+        return torch.cat(out)
+
+    vecs_all = torch.cat(all_gather(padded(vecs, 0.0).contiguous()))
+    text_all = plain(text, PAD)
+    group_all = plain(group, PAD) if group is not None else None
+    cand_all = plain(cand, PAD)
+    return vecs_all, text_all, group_all, cand_all, rank * most
+
+
 class EmbeddingSteps(Steps):
     sums = 3  # loss x rows, rows, anchors whose positive ranked first in the batch
-    data_parallel = False  # --nproc: a process's share of the batch would hold only its share of the negatives
 
     def __init__(self, task, train: Units, val, recipe, pad_id: int, evaluate):
         self.task, self.train, self.val, self.recipe, self.pad_id = task, train, val, recipe, pad_id
         self.evaluate = evaluate  # model → validation metrics (task.evaluate on the validation Examples)
         self.scored = train.score is not None
-        self.lengths = [sum(len(train.ids[t]) for t in u) for u in train.units]
+        # --nproc: in-batch negatives and CoSENT's pairs are gathered from every process (`gathered`,
+        # `cosent`); GradCache's second forward is one DDP cannot sync: one process only.
+        self.data_parallel = not recipe.mini_batch
+        self.one_process_why = "--mini-batch: GradCache's second forward is not one DDP can sync"
+        self.lengths = [sum(len(train.ids[t]) for t in u if t != PAD) for u in train.units]
 
     def batches(self, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
         if self.scored:  # CoSENT has no in-batch negatives: the loop's length-grouped batches
@@ -110,8 +255,9 @@ class EmbeddingSteps(Steps):
 
     def batch(self, share: list[int], device) -> dict:
         rows = [self.train.units[i] for i in share]
-        uniq = list(dict.fromkeys(t for u in rows for t in u))
+        uniq = list(dict.fromkeys(t for u in rows for t in u if t != PAD))
         at = {t: k for k, t in enumerate(uniq)}
+        at[PAD] = PAD
         b = {k: v.to(device, non_blocking=True) for k, v in collate([self.train.ids[t] for t in uniq],
                                                                    self.pad_id).items()}
         pos = torch.tensor([[at[t] for t in u] for u in rows], dtype=torch.long)
@@ -126,18 +272,32 @@ class EmbeddingSteps(Steps):
     def loss(self, net, b: dict):
         pos, text = b.pop("pos"), b.pop("text")
         score, group = b.pop("score", None), b.pop("group", None)
-        e = pool(net(**b).last_hidden_state, b["attention_mask"])
+        rest = (pos, text, score, group)
+        if self.recipe.mini_batch and torch.is_grad_enabled() and len(b["input_ids"]) > self.recipe.mini_batch:
+            return cached_loss(net, b, self.recipe.mini_batch, lambda e: self.of_embeddings(e, *rest))
+        return self.of_embeddings(embed(net, b), *rest)
+
+    @staticmethod
+    def of_embeddings(e, pos, text, score=None, group=None):
+        """(loss, sums) of the batch's embeddings `e` (one per distinct text, `pos` indexing them)."""
         n = torch.tensor(float(len(pos)), dtype=torch.float64, device=e.device)
         if score is not None:
-            loss = cosent(e[pos[:, 0]], e[pos[:, 1]], score)
+            loss = cosent(e[pos[:, 0]], e[pos[:, 1]], score,
+                          gather=distributed.world()[1] > 1 and torch.is_grad_enabled())
             return loss, torch.stack([loss.detach().double() * n, n, torch.zeros_like(n)])
         cand = torch.cat([pos[:, k] for k in range(1, pos.shape[1])])      # positives, then negatives
         cand_text = torch.cat([text[:, k] for k in range(1, text.shape[1])])
-        own = torch.eye(len(pos), len(cand), dtype=torch.bool, device=e.device)
+        cand_group = torch.cat([group] * (pos.shape[1] - 1)) if group is not None else None
+        vecs, first = e[cand.clamp(min=0)], 0
+        if distributed.world()[1] > 1 and torch.is_grad_enabled():  # --nproc: every process's candidates
+            vecs, cand_text, cand_group, cand, first = gathered(vecs, cand_text, cand_group, cand)
+        own = torch.zeros(len(pos), len(cand), dtype=torch.bool, device=e.device)
+        own[torch.arange(len(pos)), first + torch.arange(len(pos))] = True
         same = (cand_text[None, :] == text[:, 1:2]) | (cand_text[None, :] == text[:, :1])
         if group is not None:  # labelled texts: positives of the same label are no negatives
-            same |= group[:, None] == torch.cat([group] * (pos.shape[1] - 1))[None, :]
-        loss, correct = mnrl(e[pos[:, 0]], e[cand], same & ~own)
+            same |= group[:, None] == cand_group[None, :]
+        same |= (cand == PAD)[None, :]  # a negative a row did not find: no candidate of any row
+        loss, correct = mnrl(e[pos[:, 0]], vecs, same & ~own, first=first)
         return loss, torch.stack([loss.detach().double() * n, n, correct.double()])
 
     def host_counts(self, mine: list[int]) -> tuple[int, int]:

@@ -10,6 +10,7 @@ from tunesmith.errors import TunesmithError
 from tunesmith.tasks.base import Prepared, Task, say
 from tunesmith.tasks.embedding import data as emb_data
 from tunesmith.tasks.embedding import metrics as M
+from tunesmith.tasks.embedding import negatives
 from tunesmith.tasks.embedding.inference import EmbeddingInference, cosine_sim
 
 METRICS = {"scored": ("spearman",), "labelled": M.RETRIEVAL + ("knn_accuracy",)}
@@ -23,13 +24,17 @@ class Embedding(EmbeddingInference, Task):
     detect_priority = 30  # after sft's and token's columns, before classification's fallback (text, label)
     summary_columns = ("mrr@10", "ndcg@10", "recall@10", "spearman")
     recipe_defaults = {"metric": "auto"}
-    exportable = True  # ONNX of the encoder's hidden states (pooled by the Predictor), vectors checked to 1e-4
+    exportable = True  # ONNX giving the sentence vector (pooling and normalising in the graph), checked to 1e-4
     tunable = True     # validation MRR@10 (Spearman for scored pairs) is the objective (tune_recipe)
+    mergeable = True   # tunesmith merge: WiSE-FT between the untouched and the tuned encoder, scored below
+    merge_auto_class = "AutoModel"  # merge/run.py: the encoder alone is what a merge interpolates
+    row_audit = False  # pairs, not text and label rows: `tunesmith audit` runs this task's audit (audit/pairs.py)
 
     def __init__(self, labels: list[str] | None = None, form: str = "pairs"):
         super().__init__(labels)
         self.form = form  # pairs | triplets | scored | labelled
         self.tok = self.max_length = None
+        self.mined = None  # --hard-negatives: what before_fit (or resume) mined (negatives.py)
 
     # ---- choosing the task and reading the data --------------------------------------------------------------
     @classmethod
@@ -72,12 +77,24 @@ class Embedding(EmbeddingInference, Task):
     def from_data(cls, data: Prepared) -> "Embedding":
         return cls([], data.info["format"])
 
+    def audit(self, recipe, data: Prepared, on_event):
+        from tunesmith.audit import pairs
+
+        cols = data.info["columns"]
+        if self.form == "labelled":  # text and label rows: the row audit's checks apply as they are
+            return pairs.row_audit(recipe, cols["a"], cols["label"], on_event)
+        rows = lambda ex: pairs.PairRows(ex.a, ex.b, ex.rows, ex.neg, ex.score)  # noqa: E731
+        known = [rows(x) for x in (data.train, data.validation) if x is not None]
+        return pairs.audit(pairs.PairRows.join(known), rows(data.test) if data.test is not None else None,
+                           kind="embedding", names=cols, recipe=recipe, on_event=on_event)
+
     def resolve(self, recipe, data: Prepared):
         allowed = METRICS.get(self.form, M.RETRIEVAL)
         metric = M.MAIN[self.form] if recipe.metric == "auto" else recipe.metric
         if metric not in allowed:
             raise TunesmithError(f"--metric {recipe.metric}: {emb_data.KINDS[self.form]} choose epochs by "
                                  f"{', '.join(allowed)}")
+        negatives.check(recipe.hard_negatives, self.form)
         lr = recipe.lr or {"head": 1e-3, "lora": 5e-4}.get(recipe.strategy.split(":")[0], 2e-5)
         return recipe.model_copy(update={"metric": metric, "lr": lr})
 
@@ -100,6 +117,14 @@ class Embedding(EmbeddingInference, Task):
         except ValueError as e:
             raise TunesmithError(f"model '{recipe.model}' cannot be used as an encoder: {str(e).splitlines()[0]}") from None
         return model, tok, path
+
+    def apply_strategy(self, model, recipe):
+        model = super().apply_strategy(model, recipe)
+        pooler = getattr(model, "pooler", None)  # a plain encoder's (LoRA's wrapper reaches it too)
+        if pooler is not None:
+            # The vectors are mean-pooled: BERT's [CLS] pooler gets no gradient, which DDP counts as an error.
+            pooler.requires_grad_(False)
+        return model
 
     def encode(self, tok, data: Prepared, recipe, on_event, memo=None, model_path=None) -> dict:
         from tunesmith.data.batching import encode
@@ -164,6 +189,16 @@ class Embedding(EmbeddingInference, Task):
         if not isinstance(doc["metrics"], dict) or not isinstance(doc["items"], dict):
             raise TypeError("metrics and items must be mappings")
 
+    def before_fit(self, model, tok, enc, recipe, device, bf16, on_event, memo=None, model_path=None) -> None:
+        """--hard-negatives: mined with the untouched encoder, before any strategy wraps it."""
+        self.mined = negatives.before_fit(model, tok, enc, recipe, device, bf16, on_event)
+
+    def fit(self, model, tok, enc, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop):
+        if resume and self.mined is None:  # resumed past before_fit: the rows it mined, as they were
+            self.mined = negatives.restore(enc, recipe, ckpt_dir)
+        return super().fit(model, tok, enc, recipe, device=device, bf16=bf16, ckpt_dir=ckpt_dir, resume=resume,
+                           on_event=on_event, stop=stop)
+
     def steps(self, model, tok, enc, recipe, device, bf16):
         from tunesmith.tasks.embedding.steps import EmbeddingSteps
 
@@ -176,11 +211,24 @@ class Embedding(EmbeddingInference, Task):
 
         return SentenceTransformerFolder(merged, self.tok, self.max_length)
 
+    # ---- tunesmith merge (merge/run.py's optional hooks) -----------------------------------------------------------
+    @staticmethod
+    def merge_metric(targets) -> str:
+        """What picks a sweep point: the --eval file's form's main metric (MRR@10, or Spearman for scored pairs)."""
+        return M.MAIN[targets.kind]
+
+    def merge_model(self, merged, tok, max_length: int):
+        """The merged encoder saved as training saves one: a sentence-transformers folder."""
+        self.tok, self.max_length = tok, max_length
+        return self.finalize_model(merged)
+
     # ---- measuring -------------------------------------------------------------------------------------------
     def measure(self, metrics: dict, model, tok, enc, data: Prepared, recipe, baselines: dict, device, bf16,
                 on_event) -> dict:
         val, test = enc["validation"], enc["test"]
         memory = data.train if self.form == "labelled" else None
+        if self.mined:
+            metrics["hard_negatives"] = self.mined
         if val is not None and len(val):
             metrics["validation"] = self.evaluate(model, tok, val, recipe, device, bf16, with_ci=False)[0]
         if test is None:
@@ -192,6 +240,7 @@ class Embedding(EmbeddingInference, Task):
         metrics["baselines"] = baselines.get("metrics", {})
         metrics["comparisons"] = {n: M.compare(self.form, test, items, theirs, seed=recipe.seed)
                                   for n, theirs in baselines.get("items", {}).items()}
+        metrics["retention"] = retention(recipe, model, tok, self.texts(data.test))
         metrics["verdict"] = verdict(metrics)
         return {}
 
@@ -202,6 +251,16 @@ class Embedding(EmbeddingInference, Task):
         from tunesmith.tasks.embedding import report
 
         return report.render_html(name, metrics, recipe_doc, audit), report.render_card(name, metrics, recipe_doc)
+
+
+def retention(recipe, model, tok, texts: list[str]) -> dict:
+    """evaluate/retention.py's: STS Spearman before/after with --retention-data, else linear CKA on the test texts.
+    It reads the encoder (model.base_model): the saved folder's, not the folder module."""
+    from tunesmith.evaluate import retention as R
+    from tunesmith.tasks.embedding.saved import SentenceTransformerFolder
+
+    enc = model.encoder if isinstance(model, SentenceTransformerFolder) else model
+    return R.for_run(recipe, enc, tok, texts, recipe.max_length)  # embed_with computes in eval mode
 
 
 def verdict(m: dict) -> str:
@@ -228,4 +287,9 @@ def verdict(m: dict) -> str:
                  + (f" on {t['queries']} queries over {t['docs']} texts" if "queries" in t else f" on {t['n']} pairs"))
     if "knn_accuracy" in t:
         parts.append(f"kNN accuracy {t['knn_accuracy']:.3f}")
+    from tunesmith.evaluate.verdict import retention_phrase
+
+    kept = retention_phrase(m.get("retention") or {})
+    if kept:
+        parts.append(kept)
     return "; ".join(parts) + "."

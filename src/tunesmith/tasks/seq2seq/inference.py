@@ -1,7 +1,8 @@
 """Sequence-to-sequence inference hooks (the Predictor's, tasks/base.py): an encoder-decoder rewriting each
 text by beam search with the run's settings (model/tunesmith.json: max_new_tokens, num_beams,
 length_penalty), the same search the run's own evaluation ran. `tunesmith generate` and serve's
-POST /generate go through it."""
+POST /generate go through it. A decoder-only run (tasks/seq2seq/decoder.py) answers through SFT's greedy
+generation from the run's prompt template (model/tunesmith.json: prompt_template, max_new_tokens)."""
 from __future__ import annotations
 
 import functools
@@ -56,25 +57,38 @@ class Seq2SeqInference:
     serve_route = "/generate"
     public_settings = SEARCH
     public_metrics = ("test", "baselines")
+    template: str | None = None  # a decoder-only run's prompt template (None: an encoder-decoder)
 
     @classmethod
     def load_inference_model(cls, model_dir):
-        from transformers import AutoModelForSeq2SeqLM
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
 
         from tunesmith.models.load import load_tokenizer
+        from tunesmith.tasks.seq2seq.model import kind
 
-        return AutoModelForSeq2SeqLM.from_pretrained(model_dir), load_tokenizer(str(model_dir))
+        auto = AutoModelForCausalLM if kind(AutoConfig.from_pretrained(model_dir)) == "decoder" else AutoModelForSeq2SeqLM
+        return auto.from_pretrained(model_dir), load_tokenizer(str(model_dir))
 
     @classmethod
     def from_run(cls, run, model_config):
-        return cls([])
+        from tunesmith.tasks.seq2seq.model import kind
+
+        task = cls([])
+        if kind(model_config) == "decoder":
+            from tunesmith.run import inference_settings
+            from tunesmith.tasks.seq2seq.decoder import DEFAULT_TEMPLATE
+
+            task.template = inference_settings(run).get("prompt_template") or DEFAULT_TEMPLATE
+            task.public_settings = ("max_new_tokens", "prompt_template")
+        return task
 
     def options(self, settings: dict) -> dict:
         """The search a caller may leave out: the run's (a run without them: the recipe's defaults)."""
         from tunesmith.config import Recipe
 
+        keys = ("max_new_tokens",) if self.template is not None else SEARCH  # a decoder: greedy
         return {k: type(Recipe.model_fields[k].default)(settings.get(k, Recipe.model_fields[k].default))
-                for k in SEARCH}
+                for k in keys}
 
     # ---- inputs ----------------------------------------------------------------------------------------------
     def read_inputs(self, data, text_column: str | None = None):
@@ -97,14 +111,24 @@ class Seq2SeqInference:
         return pairs.sources, pairs.targets
 
     def encode_inputs(self, tok, items: list, max_length: int, with_cut: bool = True):
-        """Source ids cut to max_length (keeping the closing token), and which sources were cut."""
+        """Source ids cut to max_length (keeping the closing token), and which sources were cut. A decoder: the
+        template's prompt, its last max_length tokens (decoder.prompt_ids, as the run's evaluation built it)."""
+        if self.template is not None:
+            from tunesmith.tasks.seq2seq.decoder import prompt_ids
+
+            return prompt_ids(tok, self.template, [source_text(x) for x in items], max_length)
         full = tok([source_text(x) for x in items])["input_ids"]
         return [x if len(x) <= max_length else x[:max_length - 1] + x[-1:] for x in full], \
             [len(x) > max_length for x in full]
 
     # ---- forward and records -------------------------------------------------------------------------------------
     def outputs(self, model, tok, ids, batch_size: int, bf16: bool, device, *, max_new_tokens: int,
-                num_beams: int, length_penalty: float) -> list[dict]:
+                num_beams: int = 1, length_penalty: float = 1.0) -> list[dict]:
+        if self.template is not None:
+            from tunesmith.tasks.seq2seq.decoder import DECODER_BATCH
+            from tunesmith.tasks.sft.evaluate import generate as greedy
+
+            return greedy(model, tok, ids, max_new_tokens, bf16, device, batch_size=min(batch_size, DECODER_BATCH))
         return generate(model, tok, ids, max_new_tokens=max_new_tokens, num_beams=num_beams,
                         length_penalty=length_penalty, bf16=bf16, device=device, batch_size=min(batch_size, 16))
 
@@ -146,6 +170,13 @@ class Seq2SeqInference:
     def serve_inputs(self, req, limits, settings: dict) -> tuple[list[str], dict]:
         """The texts and their search: the request's, else the run's (its token limit within the server's)."""
         run = self.options(settings)
+        if self.template is not None:
+            if req.num_beams not in (None, 1):
+                from fastapi import HTTPException
+
+                raise HTTPException(422, "num_beams: this run's model is a decoder only; it generates greedily (1)")
+            return list(req.prompts), {"max_new_tokens": req.max_new_tokens or min(run["max_new_tokens"],
+                                                                                   limits.max_new_tokens)}
         return list(req.prompts), {"max_new_tokens": req.max_new_tokens or min(run["max_new_tokens"],
                                                                                limits.max_new_tokens),
                                    "num_beams": req.num_beams or min(run["num_beams"], MAX_BEAMS),

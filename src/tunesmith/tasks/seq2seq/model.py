@@ -123,3 +123,20 @@ def untie(model):
     if type(model).__name__ == "EncoderDecoderModel":
         shared(model.encoder, model.decoder, tie=False)
     return model
+
+
+T5_FAMILY = ("t5", "mt5", "umt5", "longt5")  # config.model_type of the models whose activations overflow fp16
+
+
+def precision(model_type: str, device_type: str, bf16: bool) -> tuple[str, str | None]:
+    """(the compute precision, a line for the user or None). tunesmith computes in bf16 where the device does it
+    fast (accel/precision.use_bf16) and in fp32 elsewhere; it has no fp16 path. A GPU without bf16 is where mixed
+    precision usually means fp16, and T5-family models overflow there (feed-forward activations past fp16's 65504:
+    inf, then a NaN loss), so for them the line says why it stays fp32."""
+    if bf16:
+        return "bf16", None
+    if device_type == "cuda" and model_type in T5_FAMILY:
+        return "fp32", (f"{model_type}: this GPU has no bf16, so training runs in fp32 (slower, twice the activation "
+                        f"memory); not fp16: T5-family models overflow in fp16. A GPU with bf16 (Ampere or newer) "
+                        f"runs it in bf16")
+    return "fp32", None

@@ -10,17 +10,26 @@ import yaml
 
 from tunesmith.report import charts
 from tunesmith.report.card import _base_model
-from tunesmith.report.html import fmt, img, page, table
+from tunesmith.report.html import audit_section, fmt, img, page, table
 from tunesmith.tasks.seq2seq.metrics import METRICS, NAMES
 
-ROWS = {"copy_source": "copy the source", "zero_shot": "untouched model (zero-shot)"}
+ROWS = {"copy_source": "copy the source", "zero_shot": "untouched model (zero-shot)",
+        "few_shot_retrieval": "untouched model (retrieval few-shot)"}
+
+
+def _search(g: dict) -> str:
+    if g.get("prompt_template") is not None:  # a decoder-only run (tasks/seq2seq/decoder.py)
+        return (f'greedy, at most {g.get("max_new_tokens")} new tokens, prompt template '
+                f'{escape(repr(g["prompt_template"]))}')
+    return (f'beam search of {g.get("num_beams")} beams, at most {g.get("max_new_tokens")} new tokens, length '
+            f'penalty {g.get("length_penalty")}')
 
 
 def _rows(m: dict) -> list[tuple[str, dict]]:
     return [(ROWS.get(k, k), v) for k, v in m.get("baselines", {}).items()] + [("fine-tuned", m.get("test", {}))]
 
 
-def render_html(name: str, m: dict, recipe_doc: dict) -> str:
+def render_html(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
     recipe = recipe_doc.get("recipe", {})
     t, g = m.get("test", {}), m.get("generation", {})
     v = m.get("verdict", "")
@@ -28,9 +37,7 @@ def render_html(name: str, m: dict, recipe_doc: dict) -> str:
     cols = list(METRICS) + ["loss"]
     s = [f"<h1>tunesmith report: {escape(name)}</h1>",
          f'<div class="sub">sequence to sequence · model {escape(str(recipe.get("model")))} · strategy '
-         f'{escape(str(recipe.get("strategy")))} · {t.get("n", "?")} test pairs · beam search of '
-         f'{g.get("num_beams")} beams, at most {g.get("max_new_tokens")} new tokens, length penalty '
-         f'{g.get("length_penalty")}</div>',
+         f'{escape(str(recipe.get("strategy")))} · {t.get("n", "?")} test pairs · {_search(g)}</div>',
          f'<section class="verdict {tone}"><b>Verdict.</b> {escape(v or "no verdict")}</section>',
          "<section><h2>Fine-tuned vs baselines (test pairs)</h2>",
          table(["model"] + [NAMES.get(c, "teacher-forced loss") + (" [95% CI]" if c != "loss" else "") for c in cols],
@@ -70,22 +77,35 @@ def render_html(name: str, m: dict, recipe_doc: dict) -> str:
               f'sentence chrF (small grey figure) fell most from the untouched model\'s, marked.</p>',
               table(["row", "source", "reference", "before (untouched)", "after (fine-tuned)"], body, classes)
               .replace("<td>", '<td style="text-align:left;vertical-align:top">'), "</section>"]
+    s.append(audit_section(audit))
     return page(name, s, recipe_doc)
 
 
 def render_card(name: str, m: dict, recipe_doc: dict) -> str:
     recipe = recipe_doc.get("recipe", {})
-    front = {"library_name": "transformers", "pipeline_tag": "text2text-generation",
+    template = m.get("generation", {}).get("prompt_template")
+    front = {"library_name": "transformers",
+             "pipeline_tag": "text2text-generation" if template is None else "text-generation",
              "tags": ["tunesmith", "seq2seq", str(recipe.get("strategy"))]}
     base = _base_model(recipe.get("model", ""))
     if base:
         front["base_model"] = base
     L = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", f"# {name}", "",
-         f"An encoder-decoder fine-tuned from `{recipe.get('model')}` with tunesmith ({recipe.get('strategy')}) on "
-         f"`{recipe.get('train')}`.", "", m.get("verdict", ""), "",
+         (f"A decoder fine-tuned from `{recipe.get('model')}` with tunesmith ({recipe.get('strategy')}) on "
+          f"`{recipe.get('train')}`, each source given as the user turn {template!r}." if template is not None else
+          f"An encoder-decoder fine-tuned from `{recipe.get('model')}` with tunesmith ({recipe.get('strategy')}) on "
+          f"`{recipe.get('train')}`."), "", m.get("verdict", ""), "",
          "| model | " + " | ".join(NAMES[c] for c in METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
     for n, r in _rows(m):
         L.append(f"| {n} | " + " | ".join(f"{r[c]:.3f}" if isinstance(r.get(c), float) else "-" for c in METRICS) + " |")
+    if template is not None:  # a decoder-only run: the prompt is the template's user turn, chat-rendered
+        L += ["", "## Use", "", "```python", "from transformers import pipeline", "",
+              'gen = pipeline("text-generation", model="model")  # generation_config.json holds the run\'s greedy search',
+              f"turn = {template!r}.replace(\"{{source}}\", \"your text\")",
+              'print(gen([{"role": "user", "content": turn}])[0]["generated_text"][-1]["content"])',
+              "```", "", "(A tokenizer without a chat template: prompt with tunesmith's plain `### Instruction:` / "
+              "`### Response:` headers, as `tunesmith predict` does.)", ""]
+        return "\n".join(L)
     L += ["", "## Use", "", "```python", "from transformers import AutoModelForSeq2SeqLM, AutoTokenizer", "",
           'model = AutoModelForSeq2SeqLM.from_pretrained("model")  # generation_config.json holds the run\'s search',
           'tok = AutoTokenizer.from_pretrained("model")',

@@ -8,6 +8,7 @@ import numpy as np
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.base import Prepared, Task, say
 from tunesmith.tasks.seq2seq import data as s2s_data
+from tunesmith.tasks.seq2seq import decoder as s2s_decoder
 from tunesmith.tasks.seq2seq.inference import Seq2SeqInference, generate
 
 OBJECTIVES = ("chrf", "loss")  # what --metric may choose epochs by
@@ -53,9 +54,25 @@ class Seq2Seq(Seq2SeqInference, Task):
     def from_data(cls, data: Prepared) -> "Seq2Seq":
         return cls([])
 
+    def audit(self, recipe, data: Prepared, on_event):
+        from tunesmith.audit import pairs
+
+        cols = data.info["columns"]
+        rows = lambda p: pairs.PairRows(p.sources, p.targets, p.rows)  # noqa: E731
+        known = [rows(x) for x in (data.train, data.validation) if x is not None]
+        return pairs.audit(pairs.PairRows.join(known), rows(data.test) if data.test is not None else None,
+                           kind="seq2seq", names={"a": cols["source"], "b": cols["target"]}, recipe=recipe,
+                           on_event=on_event)
+
     def resolve(self, recipe, data: Prepared):
         if recipe.metric not in OBJECTIVES:
             raise TunesmithError(f"--metric {recipe.metric}: --task seq2seq chooses epochs by {' or '.join(OBJECTIVES)}")
+        if s2s_decoder.is_decoder(recipe.model):  # a causal LM: SFT's model, loss and generation under a template
+            self.recipe = recipe = s2s_decoder.resolve(self, recipe)
+            return recipe
+        if recipe.prompt_template is not None:
+            raise TunesmithError(f"--prompt-template: model '{recipe.model}' is an encoder-decoder (or an encoder to "
+                                 f"warm-start); the template frames a decoder-only model's prompt")
         kind = recipe.strategy.split(":")[0]
         if kind not in ("full", "lora"):
             raise TunesmithError(f"--strategy {recipe.strategy}: --task seq2seq takes full or lora (a decoder has no "
@@ -74,6 +91,8 @@ class Seq2Seq(Seq2SeqInference, Task):
 
         from tunesmith.tasks.seq2seq.model import load, start_id
 
+        if self.template is not None:
+            return s2s_decoder.load_model(self, recipe)
         torch.manual_seed(recipe.seed)  # a warm start's cross-attention (and LoRA's matrices) start random
         model, tok, path = load(recipe.model)
         self.start_id, self.eos = start_id(model), _eos(model)
@@ -83,6 +102,8 @@ class Seq2Seq(Seq2SeqInference, Task):
         from tunesmith.tasks.seq2seq.steps import encode
 
         self.tok = tok  # generations on validation and test decode with it
+        if self.template is not None:
+            return s2s_decoder.encode(self, tok, data, recipe, on_event)
         out = {}
         for name, pairs in (("train", data.train), ("validation", data.validation), ("test", data.test)):
             out[name] = encode(tok, pairs, recipe.max_length, self.start_id, self.eos) if pairs else None
@@ -92,9 +113,19 @@ class Seq2Seq(Seq2SeqInference, Task):
                                f"{recipe.max_length} tokens, cut to it")
         return out
 
+    def before_fit(self, model, tok, enc, recipe, device, bf16, on_event, memo=None, model_path=None) -> None:
+        """The precision line a T5 on a GPU without bf16 gets (model.precision: fp32 there, never fp16)."""
+        from tunesmith.tasks.seq2seq.model import precision
+
+        note = precision(model.config.model_type, device.type, bf16)[1]
+        if note:
+            say(on_event, note)
+
     def apply_strategy(self, model, recipe):
         from tunesmith.tasks.seq2seq.model import untie
 
+        if self.template is not None:
+            return s2s_decoder.apply_strategy(model, recipe)
         if recipe.strategy == "lora":
             untie(model)  # one adapter per stack: merging two into one shared weight would add both
         return super().apply_strategy(model, recipe)
@@ -102,6 +133,9 @@ class Seq2Seq(Seq2SeqInference, Task):
     def steps(self, model, tok, enc, recipe, device, bf16):
         from tunesmith.tasks.seq2seq.steps import Seq2SeqSteps
 
+        if self.template is not None:
+            return s2s_decoder.DecoderSteps(self, enc["train"], enc["validation"], recipe, tok.pad_token_id, bf16,
+                                            device)
         return Seq2SeqSteps(self, enc["train"], enc["validation"], recipe, tok.pad_token_id, self.start_id, bf16, device)
 
     def finalize_model(self, merged):
@@ -109,6 +143,8 @@ class Seq2Seq(Seq2SeqInference, Task):
         generation_config: plain transformers `generate()` then decodes as tunesmith does, not 20 tokens."""
         from tunesmith.tasks.seq2seq.model import untie
 
+        if self.template is not None:
+            return s2s_decoder.finalize(self, merged)
         merged = untie(merged)
         g = merged.generation_config
         g.max_new_tokens, g.num_beams, g.length_penalty = (self.recipe.max_new_tokens, self.recipe.num_beams,
@@ -117,11 +153,15 @@ class Seq2Seq(Seq2SeqInference, Task):
         return merged
 
     def inference_settings(self, metrics: dict, recipe) -> dict:
+        if self.template is not None:
+            return s2s_decoder.settings(recipe)
         return {"max_new_tokens": recipe.max_new_tokens, "num_beams": recipe.num_beams,
                 "length_penalty": recipe.length_penalty}
 
     # ---- measuring -------------------------------------------------------------------------------------------
     def generations(self, model, enc, recipe, bf16, device, num_beams=None) -> list[str]:
+        if self.template is not None:  # greedy, as --task sft generates
+            return s2s_decoder.generations(self, model, enc, recipe, bf16, device)
         gens = generate(model, self.tok, enc.src, max_new_tokens=recipe.max_new_tokens,
                         num_beams=num_beams or recipe.num_beams, length_penalty=recipe.length_penalty, bf16=bf16,
                         device=device, batch_size=min(recipe.batch_size * 2, 32))
@@ -134,20 +174,29 @@ class Seq2Seq(Seq2SeqInference, Task):
         return measure(self.generations(model, enc, recipe, bf16, device, num_beams), enc.pairs.targets,
                        with_ci=False)[0]
 
+    def split_loss(self, model, enc, recipe, bf16, device) -> float | None:
+        """Mean teacher-forced loss per target token (a decoder's: per response token, as SFT's)."""
+        from tunesmith.tasks.seq2seq.steps import split_loss
+
+        if self.template is not None:
+            return s2s_decoder.split_loss(self, model, enc, recipe, bf16, device)
+        return split_loss(model, enc, self.tok.pad_token_id, self.start_id, recipe.batch_size * 2, bf16, device)
+
     def baselines(self, model, tok, enc, data: Prepared, recipe, device, bf16, on_event) -> dict:
         """Before any weight moves: the source copied as the output (what a metric gives for no work: high
         where source and target share words), and the untouched model's own outputs (zero-shot)."""
-        from tunesmith.tasks.seq2seq.steps import split_loss
-
         if enc["test"] is None:
             return {}
         texts = {"copy_source": list(data.test.sources)}
-        loss = None
+        loss, few = None, {}
         if recipe.baselines:
             say(on_event, f"generating the untouched model's outputs for {len(enc['test'])} test sources")
             texts["zero_shot"] = self.generations(model, enc["test"], recipe, bf16, device)
-            loss = split_loss(model, enc["test"], tok.pad_token_id, self.start_id, recipe.batch_size * 2, bf16, device)
-        return {"texts": texts, "loss": loss}
+            loss = self.split_loss(model, enc["test"], recipe, bf16, device)
+            if self.template is not None and recipe.few_shot_k > 0:  # a decoder can also be prompted with examples
+                texts["few_shot_retrieval"], few = s2s_decoder.few_shot(self, model, enc, recipe, bf16, device,
+                                                                        on_event)
+        return {"texts": texts, "loss": loss, **({"few_shot": few} if few else {})}
 
     def check_baselines(self, doc) -> None:
         if not isinstance(doc["texts"], dict) or not all(isinstance(v, list) for v in doc["texts"].values()):
@@ -156,12 +205,9 @@ class Seq2Seq(Seq2SeqInference, Task):
     def measure(self, metrics: dict, model, tok, enc, data: Prepared, recipe, baselines: dict, device, bf16,
                 on_event) -> dict:
         from tunesmith.tasks.seq2seq import metrics as M
-        from tunesmith.tasks.seq2seq.steps import split_loss
 
-        bs = recipe.batch_size * 2
         if enc["validation"] is not None:
-            metrics["validation"] = {"loss": split_loss(model, enc["validation"], tok.pad_token_id, self.start_id, bs,
-                                                        bf16, device)}
+            metrics["validation"] = {"loss": self.split_loss(model, enc["validation"], recipe, bf16, device)}
         test = enc["test"]
         if test is None:  # a tune trial: validation only
             return {}
@@ -169,7 +215,7 @@ class Seq2Seq(Seq2SeqInference, Task):
         refs = list(data.test.targets)
         after = self.generations(model, test, recipe, bf16, device)
         m, st = M.measure(after, refs, seed=recipe.seed)
-        m["loss"] = split_loss(model, test, tok.pad_token_id, self.start_id, bs, bf16, device)
+        m["loss"] = self.split_loss(model, test, recipe, bf16, device)
         metrics["test"] = m
         base, comp, stats = {}, {}, {}
         for name, texts in (baselines.get("texts") or {}).items():
@@ -177,6 +223,8 @@ class Seq2Seq(Seq2SeqInference, Task):
             comp[name] = M.paired(st, stats[name], seed=recipe.seed)
         if baselines.get("loss") is not None:
             base["zero_shot"]["loss"] = baselines["loss"]
+        if baselines.get("few_shot"):
+            base["few_shot_retrieval"].update(baselines["few_shot"])  # k, and the shots that fit on average
         metrics.update({"baselines": base, "comparison": comp, "signatures": M.signatures(),
                         "generation": self.inference_settings(metrics, recipe),
                         "data": {"pairs": {k: len(v) for k, v in enc.items() if v is not None},
@@ -196,7 +244,7 @@ class Seq2Seq(Seq2SeqInference, Task):
     def report(self, name: str, metrics: dict, recipe_doc: dict, audit) -> tuple[str, str]:
         from tunesmith.tasks.seq2seq import report
 
-        return report.render_html(name, metrics, recipe_doc), report.render_card(name, metrics, recipe_doc)
+        return report.render_html(name, metrics, recipe_doc, audit), report.render_card(name, metrics, recipe_doc)
 
 
 def _eos(model) -> int:
@@ -219,7 +267,8 @@ def samples(pairs, after: list[str], before: list[str] | None, chrf_after, chrf_
 
 def verdict(m: dict) -> str:
     t, comp = m["test"], m.get("comparison", {})
-    names = {"copy_source": "copying the source", "zero_shot": "the untouched model"}
+    names = {"copy_source": "copying the source", "zero_shot": "the untouched model",
+             "few_shot_retrieval": "retrieval few-shot prompting"}
     ci = t.get("ci95", {}).get("chrf")
     parts = [f"chrF {t['chrf']:.1f}" + (f" (95% CI {ci[0]:.1f} to {ci[1]:.1f})" if ci else "")
              + f", BLEU {t['bleu']:.1f}, ROUGE-L {t['rouge_l']:.3f}, exact match {t['exact_match']:.1%} on "

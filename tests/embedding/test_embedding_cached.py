@@ -1,0 +1,117 @@
+"""--mini-batch: the cached (GradCache) MultipleNegativesRanking loss gives the plain loss's value and
+gradients, replays dropout exactly, and trains end to end."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tunesmith.config import make_recipe
+from tunesmith.tasks.embedding import steps as S
+
+from emb_runs import toy_pairs, write_csv
+
+
+def _units(tok, rows, negatives: bool = False) -> S.Units:
+    cols = [[r["anchor"] for r in rows], [r["positive"] for r in rows]]
+    if negatives:  # each row's negative: the next row's positive
+        cols.append([rows[(i + 1) % len(rows)]["positive"] for i in range(len(rows))])
+    texts = list(dict.fromkeys(t for c in cols for t in c))
+    at = {t: i for i, t in enumerate(texts)}
+    units = [tuple(at[c[i]] for c in cols) for i in range(len(rows))]
+    return S.Units(texts, tok(texts, truncation=True, max_length=32)["input_ids"], units)
+
+
+def _setup(tiny_models, mini_batch, negatives=False, dropout=0.0):
+    from transformers import AutoModel, AutoTokenizer
+
+    path = tiny_models["bert"]
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(0)
+    model = AutoModel.from_pretrained(path, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    model.train()
+    rows = list({r["anchor"]: r for r in toy_pairs(40, seed=3)}.values())[:12]
+    units = _units(tok, rows, negatives)
+    recipe = make_recipe(train="x.csv", mini_batch=mini_batch)
+    return model, S.EmbeddingSteps(None, units, None, recipe, tok.pad_token_id, None)
+
+
+def _grads(model, steps, weight=0.5):
+    model.zero_grad(set_to_none=True)
+    b = steps.batch(list(range(len(steps.train))), torch.device("cpu"))
+    loss, sums = steps.loss(model, b)
+    (loss * weight).backward()  # as the loop does: the hook must scale by the weight
+    return float(loss.detach()), sums, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("negatives", [False, True])
+def test_cached_loss_equals_plain_loss_and_gradients(tiny_models, negatives):
+    model, plain = _setup(tiny_models, 0, negatives)
+    want_loss, want_sums, want = _grads(model, plain)
+    _, cached = _setup(tiny_models, 3, negatives)
+    n_texts = len(cached.batch(list(range(len(cached.train))), torch.device("cpu"))["input_ids"])
+    assert n_texts > 3 * 2  # several chunks, so the cache is really exercised
+    got_loss, got_sums, got = _grads(model, cached)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5)
+    torch.testing.assert_close(got_sums, want_sums, rtol=1e-5, atol=1e-6)
+    assert want.keys() == got.keys() and len(want) > 10
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def _reference_grads(model, steps, size, seed, weight=0.5):
+    """The same chunks forwarded WITH a graph in one pass (the RNG consumed in the cached pass's order): what the
+    cached gradient is when each chunk's dropout masks are replayed exactly."""
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    b = steps.batch(list(range(len(steps.train))), torch.device("cpu"))
+    pos, text = b.pop("pos"), b.pop("text")
+    parts = S.chunks(b, size)
+    e = torch.empty(len(b["input_ids"]), model.config.hidden_size)
+    e = e.index_put((torch.cat([c for c, _ in parts]),), torch.cat([S.embed(model, sub) for _, sub in parts]))
+    loss, _ = S.EmbeddingSteps.of_embeddings(e, pos, text)
+    (loss * weight).backward()
+    return float(loss), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_cached_loss_replays_dropout(tiny_models, fast):
+    from tunesmith.accel import cpu_kernels, fast_dropout
+
+    if fast and cpu_kernels.lib() is None:
+        pytest.skip("no compiled CPU kernels: the fast dropout is off")
+    model, steps = _setup(tiny_models, 3, dropout=0.3)
+    on = fast_dropout.enabled(model, on=fast)
+    with on:
+        want_loss, want = _reference_grads(model, steps, 3, seed=7)
+        torch.manual_seed(7)
+        got_loss, _, got = _grads(model, steps)
+        torch.manual_seed(8)  # another seed draws other masks: the comparison can fail
+        other_loss, _, _ = _grads(model, steps)
+    assert got_loss == pytest.approx(want_loss, rel=1e-5) and other_loss != pytest.approx(want_loss, rel=1e-3)
+    for n in want:
+        torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_cached_loss_leaves_the_rng_as_the_first_forward_left_it(tiny_models):
+    model, steps = _setup(tiny_models, 3, dropout=0.3)
+    torch.manual_seed(1)
+    b = steps.batch(list(range(len(steps.train))), torch.device("cpu"))
+    loss, _ = steps.loss(model, b)
+    after_forward = torch.get_rng_state()
+    loss.backward()
+    assert torch.equal(torch.get_rng_state(), after_forward)  # the replay draws on a forked RNG
+
+
+def test_a_run_with_mini_batch_trains_end_to_end(tiny_models, tmp_path):
+    import tunesmith
+
+    data = write_csv(tmp_path / "pairs.csv", toy_pairs(120))
+    run = tunesmith.train(data, model=str(tiny_models["bert"]), epochs=2, lr=5e-3, batch_size=16, seed=0,
+                          warmup_ratio=0.0, bf16="off", max_length=32, mini_batch=4, out=str(tmp_path / "run"),
+                          baselines=False)
+    hist = run.metrics["history"]
+    assert len(hist) == 2 and hist[1]["train_loss"] < hist[0]["train_loss"]
+    assert json.loads((Path(run.path) / "model" / "modules.json").read_text())  # a sentence-transformers folder
