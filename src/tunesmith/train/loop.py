@@ -171,7 +171,7 @@ def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Pat
     # embedding rows go on before DDP wraps the model: DDP reads each embedding's `sparse` flag when it builds
     # its buckets.
     engine = accel.for_device(acc.device if acc is not None else device, bf16, distributed=acc is not None,
-                              engine="plain" if recipe.shard != "off" else None)
+                              engine="plain" if getattr(recipe, "shard", "off") != "off" else None)
     lazy = engine.lazy_embeddings(model) if getattr(steps, "lazy_rows", False) else contextlib.nullcontext()
     with lazy:
         return _fit(model, steps, recipe, device=device, bf16=bf16, ckpt_dir=ckpt_dir, resume=resume,
@@ -188,7 +188,7 @@ def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Bu
     """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
     one line with settings that would fit, not hours later."""
     _, world = distributed.world()
-    if recipe.shard != "off":  # each process keeps 1/world of the weights (on GPU), gradients and AdamW state
+    if getattr(recipe, "shard", "off") != "off":  # each process: 1/world of weights (GPU), gradients, AdamW
         budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), world)
     else:
         budget = memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
@@ -207,7 +207,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     torch.manual_seed(recipe.seed)
-    sharded = recipe.shard != "off"
+    sharded = getattr(recipe, "shard", "off") != "off"
     model.to(device)
     module = steps.module(model)  # what the training forward calls (SFT: the token losses)
     net = acc.prepare_model(module) if acc is not None and not sharded else module

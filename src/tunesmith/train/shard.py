@@ -35,7 +35,7 @@ MODES = ("full", "grad-op")
 
 def check(recipe, world: int) -> None:
     """One line for a --shard that cannot run, before any model work."""
-    if recipe.shard == "off":
+    if getattr(recipe, "shard", "off") == "off":  # (a plain namespace recipe has none)
         return
     if world < 2:
         raise TunesmithError(f"--shard {recipe.shard}: sharding splits the model over several processes; add "

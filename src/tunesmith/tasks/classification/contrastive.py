@@ -56,6 +56,8 @@ def decide(mode: str, recipe, targets, multi_label: bool) -> str:
         why_not = f"--strategy {recipe.strategy} keeps the body (or most of it) as it is"
     elif recipe.head_init != "probe":
         why_not = "it prepares the features the probe start (--head-init probe) reads"
+    elif np.bincount(np.asarray(targets).astype(int)).max(initial=0) < 2:
+        why_not = "no label has two training rows to pair"
     if mode == "on":
         if why_not:
             raise TunesmithError(f"--contrastive on: {why_not}; use --contrastive off or auto")
