@@ -16,7 +16,7 @@ import torch
 
 from tunesmith import pipeline
 from tunesmith.accel import for_device
-from tunesmith.train import memory
+from tunesmith.train import memory, shard
 
 TIMED_STEPS = 4  # after one warm-up step (oneDNN's per-shape set-up is not a step's cost)
 
@@ -54,10 +54,10 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
     steps = task.steps(model, tok, enc, recipe, device, bf16)
     if hasattr(steps, "start"):
         steps.start(model, distributed=False)
-    engine = for_device(device, bf16, engine="plain" if recipe.shard != "off" else None)  # as train's
+    engine = for_device(device, bf16, engine="plain" if shard.enabled(recipe) else None)  # as train's
     layers = getattr(model.config, "num_hidden_layers", 1) or 1
     # what train checks
-    if recipe.shard != "off":
+    if shard.enabled(recipe):
         budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), nproc)
     else:
         budget = memory_budget(model, steps, math.ceil(recipe.batch_size / nproc), device, bf16, engine)

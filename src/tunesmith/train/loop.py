@@ -166,12 +166,13 @@ def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Pat
                                                  "one process's share of the batch would change")
         raise TunesmithError(f"--nproc: --task {name} trains in one process only here ({why})")
     shard.check(recipe, distributed.world()[1])
+    sharded = shard.enabled(recipe)
     acc = distributed.accelerator()
     # The CPU speed-ups, or none (TUNESMITH_ENGINE=plain; CUDA; sharded weights): accel/__init__.py. Lazy
     # embedding rows go on before DDP wraps the model: DDP reads each embedding's `sparse` flag when it builds
     # its buckets.
     engine = accel.for_device(acc.device if acc is not None else device, bf16, distributed=acc is not None,
-                              engine="plain" if getattr(recipe, "shard", "off") != "off" else None)
+                              engine="plain" if sharded else None)
     lazy = engine.lazy_embeddings(model) if getattr(steps, "lazy_rows", False) else contextlib.nullcontext()
     with lazy:
         return _fit(model, steps, recipe, device=device, bf16=bf16, ckpt_dir=ckpt_dir, resume=resume,
@@ -188,7 +189,7 @@ def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Bu
     """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
     one line with settings that would fit, not hours later."""
     _, world = distributed.world()
-    if getattr(recipe, "shard", "off") != "off":  # each process: 1/world of weights (GPU), gradients, AdamW
+    if shard.enabled(recipe):  # each process: 1/world of the weights (GPU), gradients and AdamW state
         budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), world)
     else:
         budget = memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
@@ -207,7 +208,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
         ckpt_dir.mkdir(parents=True, exist_ok=True)
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     torch.manual_seed(recipe.seed)
-    sharded = getattr(recipe, "shard", "off") != "off"
+    sharded = shard.enabled(recipe)
     model.to(device)
     module = steps.module(model)  # what the training forward calls (SFT: the token losses)
     net = acc.prepare_model(module) if acc is not None and not sharded else module
@@ -326,11 +327,6 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
         acc.wait_for_everyone()  # rank 0 has written best.pt
     if best_path.exists() and st.best_epoch is not None:
         load_trainable(model, load_weights(best_path))
-    if acc is not None:
-        # DDP's gradient hooks live as long as its wrapper, which Accelerate keeps: a later fit of the same
-        # weights (the contrastive stage's body, then the classifier) would all-reduce through both.
-        del net
-        acc.free_memory()
     result = st.result()
     result.memory = {"predicted_peak_mib": round(budget.peak / memory.MIB, 1), **memory.used(device)}
     return result

@@ -33,9 +33,13 @@ from tunesmith.train import checkpoint, distributed
 MODES = ("full", "grad-op")
 
 
+def enabled(recipe) -> bool:
+    return getattr(recipe, "shard", "off") != "off"  # (a plain namespace recipe has no such field)
+
+
 def check(recipe, world: int) -> None:
     """One line for a --shard that cannot run, before any model work."""
-    if getattr(recipe, "shard", "off") == "off":  # (a plain namespace recipe has none)
+    if not enabled(recipe):
         return
     if world < 2:
         raise TunesmithError(f"--shard {recipe.shard}: sharding splits the model over several processes; add "
@@ -86,27 +90,25 @@ def _local(t):
     return t.to_local() if isinstance(t, DTensor) else t
 
 
-def full_trainable(model) -> dict:
-    """Trainable weights, whole, by name (every rank must call it: each tensor is an all-gather)."""
+def _whole(p):
+    """A parameter's whole tensor (an all-gather for a shard: every rank must call it)."""
     from torch.distributed.tensor import DTensor
 
-    out = {}
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            t = p.detach().full_tensor() if isinstance(p, DTensor) else p.detach()
-            out[n] = t.cpu().clone()
-    return out
+    return p.detach().full_tensor() if isinstance(p, DTensor) else p.detach()
+
+
+def full_trainable(model) -> dict:
+    """Trainable weights, whole, by name (every rank must call it)."""
+    return {n: _whole(p).cpu().clone() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def gather_into(train_model, model) -> None:
     """Every weight of the sharded copy, whole, into the plain `model` (on rank 0; all ranks gather)."""
-    from torch.distributed.tensor import DTensor
-
     params = dict(model.named_parameters())
     main = distributed.is_main()
     with torch.no_grad():
         for n, p in train_model.named_parameters():
-            t = p.detach().full_tensor() if isinstance(p, DTensor) else p.detach()
+            t = _whole(p)
             if main and n in params:
                 params[n].copy_(t.to(params[n].device))
 

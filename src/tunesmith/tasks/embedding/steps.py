@@ -176,23 +176,47 @@ def cached_loss(net, b: dict, size: int, score):
     return out, sums
 
 
-def _gather_scores(s, score):
-    """Every process's scaled cosines (with their graph) and gold scores, padded to the largest share; the
-    third tensor says which entries are real."""
-    import torch.distributed as dist
-    from torch.distributed.nn.functional import all_gather
+class _Shares:
+    """Every process's share of a batch-sized tensor, in rank order, each padded to the largest share
+    (all_gather needs equal shapes). `graph` keeps the autograd graph (torch.distributed.nn's all_gather: a
+    process's loss sends gradients to the others' shares); `plain` does not."""
 
-    _, world = distributed.world()
-    sizes = [torch.zeros(1, dtype=torch.long, device=s.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([len(s)], device=s.device))
-    most = int(max(x.item() for x in sizes))
-    pad = most - len(s)
-    s_all = torch.cat(all_gather(torch.cat([s, s.new_zeros(pad)]) if pad else s.contiguous()))
-    score_p = torch.cat([score, score.new_zeros(pad)]) if pad else score
-    score_all = [torch.empty_like(score_p) for _ in range(world)]
-    dist.all_gather(score_all, score_p.contiguous())
-    valid = torch.cat([torch.arange(most, device=s.device) < int(n.item()) for n in sizes])
-    return s_all, torch.cat(score_all), valid
+    def __init__(self, n: int, device):
+        import torch.distributed as dist
+
+        self.rank, world = distributed.world()
+        sizes = [torch.zeros(1, dtype=torch.long, device=device) for _ in range(world)]
+        dist.all_gather(sizes, torch.tensor([n], device=device))
+        self.sizes = [int(x.item()) for x in sizes]
+        self.most = max(self.sizes)
+        self.pad = self.most - n
+
+    def _padded(self, t, fill):
+        return (torch.cat([t, t.new_full((self.pad, *t.shape[1:]), fill)]) if self.pad else t).contiguous()
+
+    def graph(self, t, fill=0.0):
+        from torch.distributed.nn.functional import all_gather
+
+        return torch.cat(all_gather(self._padded(t, fill)))
+
+    def plain(self, t, fill):
+        import torch.distributed as dist
+
+        p = self._padded(t, fill)
+        out = [torch.empty_like(p) for _ in self.sizes]
+        dist.all_gather(out, p)
+        return torch.cat(out)
+
+    def real(self, device):
+        """Which gathered entries are a process's own, not padding."""
+        return torch.cat([torch.arange(self.most, device=device) < n for n in self.sizes])
+
+
+def _gather_scores(s, score):
+    """Every process's scaled cosines (with their graph) and gold scores; the third tensor says which entries
+    are real."""
+    sh = _Shares(len(s), s.device)
+    return sh.graph(s), sh.plain(score, 0.0), sh.real(s.device)
 
 
 def gathered(vecs, text, group, cand):
@@ -201,28 +225,9 @@ def gathered(vecs, text, group, cand):
     (torch.distributed.nn's all_gather: a process's loss sends gradients to the others' candidates), so the
     DDP average of the processes' gradients is the one-process gradient of the whole batch (test:
     tests/embedding/test_embedding_ddp.py)."""
-    import torch.distributed as dist
-    from torch.distributed.nn.functional import all_gather
-
-    rank, world = distributed.world()
-    sizes = [torch.zeros(1, dtype=torch.long, device=vecs.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([len(vecs)], device=vecs.device))
-    most = int(max(s.item() for s in sizes))
-    pad = most - len(vecs)
-
-    def padded(t, fill):
-        return torch.cat([t, t.new_full((pad, *t.shape[1:]), fill)]) if pad else t
-
-    def plain(t, fill):
-        out = [torch.empty_like(padded(t, fill)) for _ in range(world)]
-        dist.all_gather(out, padded(t, fill).contiguous())
-        return torch.cat(out)
-
-    vecs_all = torch.cat(all_gather(padded(vecs, 0.0).contiguous()))
-    text_all = plain(text, PAD)
-    group_all = plain(group, PAD) if group is not None else None
-    cand_all = plain(cand, PAD)
-    return vecs_all, text_all, group_all, cand_all, rank * most
+    sh = _Shares(len(vecs), vecs.device)
+    return (sh.graph(vecs), sh.plain(text, PAD), sh.plain(group, PAD) if group is not None else None,
+            sh.plain(cand, PAD), sh.rank * sh.most)
 
 
 class EmbeddingSteps(Steps):
