@@ -93,7 +93,7 @@ class Recipe(BaseModel):
                                                     "linear probe) | random")
     contrastive: Literal["auto", "on", "off"] = setting("auto", "training", "train the body on label pairs "
                                                         "before the probe start (SetFit's stage): auto (on for "
-                                                        "single-label data with at most 64 rows in the median "
+                                                        "single-label data with at most 20 rows in the median "
                                                         "class, --strategy full) | on | off")
     pooling: Literal["auto", "native"] = setting("auto", "model", "auto (the checkpoint's declared pooling) | "
                                                  "native (the architecture's own classifier input)")

@@ -46,19 +46,25 @@ def _grads(model, steps, weight=0.5):
     return float(loss.detach()), sums, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
-@pytest.mark.parametrize("negatives", [False, True])
-def test_cached_loss_equals_plain_loss_and_gradients(tiny_models, negatives):
-    model, plain = _setup(tiny_models, 0, negatives)
-    want_loss, want_sums, want = _grads(model, plain)
-    _, cached = _setup(tiny_models, 3, negatives)
-    n_texts = len(cached.batch(list(range(len(cached.train))), torch.device("cpu"))["input_ids"])
-    assert n_texts > 3 * 2  # several chunks, so the cache is really exercised
-    got_loss, got_sums, got = _grads(model, cached)
+def _assert_same(got_run, want_run):
+    """Two _grads results: the same loss, sums and gradients."""
+    (got_loss, got_sums, got), (want_loss, want_sums, want) = got_run, want_run
     assert got_loss == pytest.approx(want_loss, rel=1e-5)
     torch.testing.assert_close(got_sums, want_sums, rtol=1e-5, atol=1e-6)
     assert want.keys() == got.keys() and len(want) > 10
     for n in want:
         torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
+@pytest.mark.parametrize("negatives", [False, True])
+def test_cached_loss_equals_plain_loss_and_gradients(tiny_models, negatives):
+    model, plain = _setup(tiny_models, 0, negatives)
+    plain.parts = 1  # one forward of the whole batch: the reference
+    want_loss, want_sums, want = _grads(model, plain)
+    _, cached = _setup(tiny_models, 3, negatives)
+    n_texts = len(cached.batch(list(range(len(cached.train))), torch.device("cpu"))["input_ids"])
+    assert n_texts > 3 * 2  # several chunks, so the cache is really exercised
+    _assert_same(_grads(model, cached), (want_loss, want_sums, want))
 
 
 def _reference_grads(model, steps, size, seed, weight=0.5):
@@ -115,3 +121,17 @@ def test_a_run_with_mini_batch_trains_end_to_end(tiny_models, tmp_path):
     hist = run.metrics["history"]
     assert len(hist) == 2 and hist[1]["train_loss"] < hist[0]["train_loss"]
     assert json.loads((Path(run.path) / "model" / "modules.json").read_text())  # a sentence-transformers folder
+
+
+@pytest.mark.parametrize("negatives", [False, True])
+def test_length_sorted_chunks_equal_one_forward(tiny_models, negatives):
+    """The fast path (`embed(..., parts)`: a batch's texts forwarded in length-sorted chunks, each padded to its
+    own longest) gives the one-forward loss and gradients (fp32: padding is masked out of attention and mean)."""
+    model, steps = _setup(tiny_models, 0, negatives)
+    steps.parts = 1
+    want_loss, want_sums, want = _grads(model, steps)
+    b = steps.batch(list(range(len(steps.train))), torch.device("cpu"))
+    lengths = b["attention_mask"].sum(1)
+    assert lengths.min() < lengths.max()  # chunks really are cut shorter than the batch
+    steps.parts = 4
+    _assert_same(_grads(model, steps), (want_loss, want_sums, want))

@@ -175,3 +175,22 @@ def test_an_interrupted_run_resumes_on_the_rows_it_mined(tiny_models, tmp_path, 
     assert resumed.metrics["hard_negatives"] == whole.metrics["hard_negatives"]
     for a, b in zip(whole.metrics["history"], resumed.metrics["history"]):
         assert b["train_loss"] == pytest.approx(a["train_loss"], rel=1e-4)
+
+
+def test_only_rank_zero_writes_the_mined_rows(mined, tiny_models, tmp_path, monkeypatch):
+    """Under --nproc every rank mines alike, but a rank other than 0 writing checkpoint/ could create the run
+    folder before rank 0 checks it is free (a CI run failed so: "already exists")."""
+    from transformers import AutoModel, AutoTokenizer
+
+    from tunesmith.train import distributed
+
+    units = mined[0]
+    tok = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    model = AutoModel.from_pretrained(tiny_models["bert"])
+    recipe = make_recipe(train="x.csv", hard_negatives=1, out=str(tmp_path / "run"))
+    for main, made in [(False, False), (True, True)]:
+        monkeypatch.setattr(distributed, "is_main", lambda: main)
+        enc = {"train": units}
+        N.before_fit(model, tok, enc, recipe, torch.device("cpu"), False, lambda *a, **k: None)
+        assert len(enc["train"].units[0]) == 3  # mined on every rank
+        assert (tmp_path / "run" / "checkpoint" / N.FILE).exists() is made

@@ -59,18 +59,20 @@ def test_accelerate_launch_runs_the_same_ddp(tiny_models, toy_csv, tmp_path, mon
 
 
 def test_contrastive_stage_under_ddp_matches_one_process(tiny_models, toy_csv, tmp_path, monkeypatch):
-    """The few-shot contrastive stage (on by default for this toy's ~30 rows a class) trains the body through
-    the embedding task's steps, which gather every process's negatives: the same stage losses as one process.
+    """The few-shot contrastive stage (--contrastive on: this toy's ~30 rows a class are past auto's bound)
+    trains the body through the embedding task's steps, which gather every process's negatives: the same stage
+    losses as one process.
     (The classifier after it is compared with --contrastive off above: the toy's separable probe turns the
     stage's last-bit differences into visibly different heads.)"""
     model = no_dropout_copy(tiny_models["bert"], tmp_path / "bert", hidden_dropout_prob=0,
                             attention_probs_dropout_prob=0, classifier_dropout=0)
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
     one = tunesmith.train(str(toy_csv), model=str(model), epochs=1, lr=1e-3, batch_size=15, bf16="off", seed=3,
-                          out=str(tmp_path / "one"))
+                          contrastive="on", out=str(tmp_path / "one"))
     res = subprocess.run([sys.executable, "-m", "tunesmith.cli", "train", str(toy_csv), "--model", str(model),
                           "--epochs", "1", "--lr", "1e-3", "--batch-size", "15", "--bf16", "off", "--seed", "3",
-                          "--nproc", "2", "--out", str(tmp_path / "two")], capture_output=True, text=True, timeout=300)
+                          "--contrastive", "on", "--nproc", "2", "--out", str(tmp_path / "two")],
+                         capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())
     assert one.recipe["contrastive"] == two_recipe(tmp_path / "two") == "on"

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -59,12 +58,15 @@ def test_sharded_resume_after_interrupt_matches_uninterrupted(plain_bert, toy_cs
     out = tmp_path / "cut"
     p = subprocess.Popen([sys.executable, "-m", "tunesmith.cli", *args, "--out", str(out)], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and not (out / "checkpoint" / "last.pt").exists():
-        time.sleep(0.2)
-    assert (out / "checkpoint" / "last.pt").exists()
+    seen = []
+    for line in p.stdout:  # mid-training once the first epoch's line is out (last.pt is not written every epoch)
+        seen.append(line)
+        if line.startswith("epoch 1:"):
+            break
+    assert p.poll() is None, "".join(seen)
     os.killpg(p.pid, signal.SIGINT)
     p.communicate(timeout=120)
+    assert (out / "checkpoint" / "last.pt").exists(), "".join(seen)
     ck = torch.load(out / "checkpoint" / "last.pt", weights_only=True)
     assert ck["shards"]["world"] == 2 and ck["trainable"] == {}  # weights live in the per-rank files only
     shards = sorted(f.name for f in (out / "checkpoint").glob("shard-*.rank*.pt"))

@@ -100,7 +100,8 @@ class Objective:
 
         stop = TrialStop(self.deadline)
         recipe = self.base.model_dump(exclude={"train", "test", "out"})
-        recipe.update(s, baselines=False, audit=False, out=str(folder))
+        # keep_checkpoints: the winner's run is finished from its trial's last.pt (search.final_run)
+        recipe.update(s, baselines=False, audit=False, out=str(folder), keep_checkpoints=True)
         try:
             run = pipeline.train(self.base.train, prepared=self.prepared, memo=self.memo, overwrite=True,
                             on_event=on_event, stop=stop, **recipe)

@@ -297,7 +297,8 @@ def final_run(best, base, dest: Path, on_event=None) -> dict:
         discard(dest)
     # epochs: a trial cut by the budget counts as the epochs it finished; resuming then trains no more
     settings = {"test": base.test, "out": str(dest), "baselines": base.baselines, "audit": base.audit,
-                "epochs": best.user_attrs["settings"]["epochs"], "track": "none"}  # the study logs it (a child)
+                "epochs": best.user_attrs["settings"]["epochs"], "track": "none",  # the study logs it (a child)
+                "keep_checkpoints": base.keep_checkpoints}  # the trial kept its own; the run keeps the user's
     here = best.user_attrs.get("host") == HOST and src.resolve().is_relative_to(dest.parent.resolve())
     if here and (src / "checkpoint" / "last.pt").exists():
         shutil.move(str(src), dest)

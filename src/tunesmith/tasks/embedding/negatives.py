@@ -22,6 +22,7 @@ import torch
 
 from tunesmith.errors import TunesmithError
 from tunesmith.tasks.embedding.steps import PAD, Units
+from tunesmith.train import distributed
 
 MARGIN = 0.05  # relative: sentence-transformers' example value for relative_margin
 FILE = "hard_negatives.json"
@@ -107,7 +108,7 @@ def before_fit(model, tok, enc: dict, recipe, device, bf16, on_event) -> dict | 
     units: Units = enc["train"]
     rows, stats = mine_units(model, units, k, tok.pad_token_id, recipe.batch_size * 2, bf16, device)
     enc["train"] = Units(units.texts, units.ids, rows, units.score, units.group)
-    if recipe.out:
+    if recipe.out and distributed.is_main():  # every rank mines alike; one writes, after rank 0 made the folder
         ckpt = Path(recipe.out) / "checkpoint"
         ckpt.mkdir(parents=True, exist_ok=True)
         tmp = ckpt / (FILE + ".tmp")
