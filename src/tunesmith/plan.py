@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import math
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
 import torch
 
@@ -70,11 +68,10 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
     out["batches_per_epoch"] = math.ceil(n_batches / recipe.grad_accum) * recipe.grad_accum
     if timed and budget.fits:
         stamps = []
-        with tempfile.TemporaryDirectory(prefix="tunesmith-plan-") as tmp:
-            one = {"epochs": 1, "shard": "off", "batch_size": math.ceil(recipe.batch_size / nproc)}
-            fit(model, _Timed(steps, TIMED_STEPS + 1), recipe.model_copy(update=one), device=device,
-                bf16=bf16, ckpt_dir=Path(tmp), on_event=lambda kind, **kw: stamps.append(time.perf_counter())
-                if kind in ("epoch_start", "step") else None)
+        one = {"epochs": 1, "shard": "off", "batch_size": math.ceil(recipe.batch_size / nproc)}
+        fit(model, _Timed(steps, TIMED_STEPS + 1), recipe.model_copy(update=one), device=device,
+            bf16=bf16, ckpt_dir=None, on_event=lambda kind, **kw: stamps.append(time.perf_counter())
+            if kind in ("epoch_start", "step") else None)
         per_step = statistics.median(b - a for a, b in zip(stamps[1:], stamps[2:])) if len(stamps) > 2 else None
         out["seconds_per_step"] = per_step
         out["seconds_per_epoch"] = per_step * n_batches if per_step is not None else None

@@ -43,10 +43,11 @@ TRAINING_FIELDS = ("task", "text_column", "label_column", "val_fraction", "test_
                    "weight_decay", "grad_clip", "label_smoothing", "patience", "metric", "seed", "bf16", "head_init",
                    "pooling", "lora_r", "lora_alpha", "lora_dropout", "lora_target_modules", "prompt_column",
                    "response_column", "train_on_prompt", "overflow", "packing", "stride", "hard_negatives",
-                   "mini_batch", "prompt_template")
+                   "mini_batch", "prompt_template", "contrastive")
 RESOLVED_LATER = {"task": "auto", "text_column": None, "label_column": None, "max_length": None, "lr": None,
                   "prompt_column": None, "response_column": None, "metric": "auto",
-                  "stride": None, "prompt_template": None}  # "not given" here: the run decided it
+                  "stride": None, "prompt_template": None,
+                  "contrastive": "auto"}  # "not given" here: the run decided it
 # What a run recorded before these settings existed trained as: the old [CLS] pooler and a random head.
 LEGACY = {"pooling": "native", "head_init": "random"}
 BIG_CHECKPOINT_FILES = ("last.pt", "best.pt")

@@ -38,3 +38,16 @@ def test_a_run_recorded_before_pooling_resumes_as_it_trained(tmp_path):
 
     with pytest.raises(TunesmithError, match="pooling auto"):  # asking for the new pooling is a mismatch
         check_resume(out, make_recipe(train=str(data), pooling="auto"))
+
+
+def test_resume_keeps_the_contrastive_stage_the_run_recorded(tmp_path):
+    """A run started when `auto` resolved the stage on (its last.pt holds the body the stage trained) resumes
+    with it on, whatever `auto` decides today; asking for another value explicitly is a mismatch."""
+    import pytest
+
+    from tunesmith.errors import TunesmithError
+
+    data, out = _run(tmp_path, {"contrastive": "on"})
+    assert check_resume(out, make_recipe(train=str(data))).contrastive == "on"
+    with pytest.raises(TunesmithError, match="contrastive"):
+        check_resume(out, make_recipe(train=str(data), contrastive="off"))

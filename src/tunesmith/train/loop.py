@@ -39,8 +39,9 @@ LOG_EVERY = 10
 # write (or the fit's start), after the last epoch only with keep_checkpoints, and always at an interrupt.
 # Why not every epoch: it is 12 bytes a trainable parameter (all-MiniLM-L6-v2: 260 MB, about 1 s to write),
 # and on a few hundred rows an epoch takes 2 s, so writing it every epoch cost 5 of a 600-row run's 14 s of
-# training. A process killed outright (not Ctrl-C) loses at most this much training, as with a Trainer's
-# save_steps.
+# training. A process killed outright (not Ctrl-C) loses at most this much training plus one epoch (the
+# check is at epoch ends), as with a Trainer's save_steps; best.pt and last.pt are written together, so a
+# resume never pairs one epoch's state with another's best.
 CHECKPOINT_EVERY_S = 60.0
 
 
@@ -241,7 +242,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
                                last_path)
         on_event("resumed", epoch=st.epoch, batch=st.batch)
 
-    saved_at = time.perf_counter()  # the fit's start: a kill loses at most CHECKPOINT_EVERY_S of training
+    saved_at = time.perf_counter()  # the fit's start: the clock of CHECKPOINT_EVERY_S
 
     def save_last():
         nonlocal saved_at
@@ -323,18 +324,20 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
             st.train_samples += seen
             st.train_tokens += tokens
             record = {"epoch": epoch + 1, **steps.epoch_record(host_sums, seen, tokens, epoch_seconds)}
+            new_best = False
             if steps.val is not None and len(steps.val):
                 with shard.whole_root(net) if sharded else contextlib.nullcontext():
                     fields, score, higher_is_better = steps.validate(model)
                 record.update(fields)
                 if choose and track_best(st, score, higher_is_better, recipe.patience, epoch):
+                    new_best = True
                     best = shard.full_trainable(model) if sharded else trainable_state(model) if main else None
                     if main:
                         atomic_save(best, best_path)
             st.history.append(record)
             st.epoch, st.batch = epoch + 1, 0
             final = st.epoch >= recipe.epochs or st.stopped_early
-            due = (time.perf_counter() - saved_at >= CHECKPOINT_EVERY_S
+            due = (new_best or time.perf_counter() - saved_at >= CHECKPOINT_EVERY_S
                    or (final and getattr(recipe, "keep_checkpoints", False)))  # tune's trials keep theirs
             if (distributed.all_sum([float(due)])[0] > 0 if acc is not None else due):  # ranks agree (shards)
                 save_last()
