@@ -254,9 +254,10 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
         elif main:
             save_resume(last_path, model, opt, sched, asdict(st))
 
-    def stop_requested(flag) -> bool:
-        # Every process must stop at the same step, or the others wait forever in the next all-reduce.
-        return distributed.all_sum([float(flag.requested)])[0] > 0 if acc is not None else flag.requested
+    def any_rank(yes: bool) -> bool:
+        # Every process must stop (or save shards) at the same step, or the others wait forever in the next
+        # collective: true when any process says so.
+        return distributed.all_sum([float(yes)])[0] > 0 if acc is not None else yes
 
     # CPU engine: bulk-random dropout, and bf16 copies of the Linear weights computing over fp32 masters
     # (accel/), where the steps allow them.
@@ -307,7 +308,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
                         optimizer_step(params, opt, sched, 0 if sharded else recipe.grad_clip, mw.for_optimizer())
                     on_event("step", epoch=epoch, batch=bi + 1,
                              loss=float(loss.detach()) if logged(bi, len(batches)) else None)
-                    if boundary and stop_requested(flag):
+                    if boundary and any_rank(flag.requested):
                         st.batch = bi + 1
                         st.train_seconds += time.perf_counter() - t0  # samples are counted at epoch end
                         n, t, *s = distributed.all_sum([seen, tokens, *sums.tolist()])
@@ -339,7 +340,7 @@ def _fit(model, steps, recipe, *, device, bf16, ckpt_dir, resume, on_event, stop
             final = st.epoch >= recipe.epochs or st.stopped_early
             due = (new_best or time.perf_counter() - saved_at >= CHECKPOINT_EVERY_S
                    or (final and getattr(recipe, "keep_checkpoints", False)))  # tune's trials keep theirs
-            if (distributed.all_sum([float(due)])[0] > 0 if acc is not None else due):  # ranks agree (shards)
+            if any_rank(due):
                 save_last()
             on_event("epoch_end", **record)
 

@@ -112,8 +112,12 @@ def embed(net, b: dict, parts: int = 1) -> torch.Tensor:
     if parts <= 1 or n < 2 * parts:
         return pool(net(**b).last_hidden_state, b["attention_mask"])
     pieces = chunks(b, math.ceil(n / parts))
-    e = torch.cat([pool(net(**sub).last_hidden_state, sub["attention_mask"]) for _, sub in pieces])
-    return e[torch.argsort(torch.cat([c for c, _ in pieces]))]  # back to the batch's order
+    return in_batch_order(pieces, [embed(net, sub) for _, sub in pieces])
+
+
+def in_batch_order(pieces: list[tuple[torch.Tensor, dict]], vecs: list[torch.Tensor]) -> torch.Tensor:
+    """The vectors of `chunks(b, ...)`'s pieces, one tensor a piece, back in the batch's row order."""
+    return torch.cat(vecs)[torch.argsort(torch.cat([c for c, _ in pieces]))]
 
 
 def chunks(b: dict, size: int) -> list[tuple[torch.Tensor, dict]]:
@@ -165,9 +169,7 @@ def cached_loss(net, b: dict, size: int, score):
         for _, sub in parts:
             states.append(_Rng(device))
             embs.append(embed(net, sub))
-    e = torch.empty(len(b["input_ids"]), embs[0].shape[1], dtype=embs[0].dtype, device=embs[0].device)
-    e[torch.cat([c for c, _ in parts])] = torch.cat(embs)
-    e.requires_grad_(True)
+    e = in_batch_order(parts, embs).requires_grad_(True)
     with torch.enable_grad():
         loss, sums = score(e)
         (grad,) = torch.autograd.grad(loss, e, allow_unused=True)
