@@ -40,7 +40,7 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
     """The memory budget (train/memory.Budget.to_dict) of one of `nproc` processes, the advice if it does not
     fit, and the seconds per step and per epoch from TIMED_STEPS real steps of one process (when it fits and
     `timed`; under --nproc each process's step is about as long, on its share of the batch)."""
-    from tunesmith.train.loop import fit, memory_budget
+    from tunesmith.train.loop import fit, process_budget
 
     on_event = on_event or (lambda *a, **k: None)
     recipe = pipeline.resolve_recipe(train_path, config, False, settings)
@@ -54,11 +54,7 @@ def plan(train_path: str | None = None, *, config: str | None = None, on_event=N
         steps.start(model, distributed=False)
     engine = for_device(device, bf16, engine="plain" if shard.enabled(recipe) else None)  # as train's
     layers = getattr(model.config, "num_hidden_layers", 1) or 1
-    # what train checks
-    if shard.enabled(recipe):
-        budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), nproc)
-    else:
-        budget = memory_budget(model, steps, math.ceil(recipe.batch_size / nproc), device, bf16, engine)
+    budget = process_budget(model, steps, recipe, device, bf16, engine, nproc)  # what train checks
     out = {"task": task.name, "model": recipe.model, "strategy": recipe.strategy, "device": device.type,
            "bf16": bf16, "engine": engine.name, "rows": len(steps.lengths), **budget.to_dict(),
            "nproc": nproc, "shard": recipe.shard,

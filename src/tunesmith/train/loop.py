@@ -193,14 +193,17 @@ def memory_budget(model, steps, batch: int, device, bf16: bool, engine) -> "memo
                            copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
 
 
+def process_budget(model, steps, recipe, device, bf16: bool, engine, world: int) -> "memory.Budget":
+    """One process's memory budget in a run of `world` processes (train checks it, tunesmith plan shows it)."""
+    if shard.enabled(recipe):  # each process: 1/world of the weights (GPU), gradients and AdamW state
+        return memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), world)
+    return memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
+
+
 def check_memory(model, steps, recipe, device, bf16: bool, engine) -> "memory.Budget":
     """The plan's memory check (train/memory.py) before the first step: a run that cannot fit stops here, in
     one line with settings that would fit, not hours later."""
-    _, world = distributed.world()
-    if shard.enabled(recipe):  # each process: 1/world of the weights (GPU), gradients and AdamW state
-        budget = memory.sharded(memory_budget(model, steps, recipe.batch_size, device, bf16, engine), world)
-    else:
-        budget = memory_budget(model, steps, math.ceil(recipe.batch_size / world), device, bf16, engine)
+    budget = process_budget(model, steps, recipe, device, bf16, engine, distributed.world()[1])
     if not budget.fits:
         raise TunesmithError(memory.refusal(budget, model))
     return budget

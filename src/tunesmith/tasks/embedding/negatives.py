@@ -109,11 +109,11 @@ def before_fit(model, tok, enc: dict, recipe, device, bf16, on_event) -> dict | 
     rows, stats = mine_units(model, units, k, tok.pad_token_id, recipe.batch_size * 2, bf16, device)
     enc["train"] = Units(units.texts, units.ids, rows, units.score, units.group)
     if recipe.out and distributed.is_main():  # every rank mines alike; one writes, after rank 0 made the folder
+        from tunesmith.run import write_text_atomic
+
         ckpt = Path(recipe.out) / "checkpoint"
         ckpt.mkdir(parents=True, exist_ok=True)
-        tmp = ckpt / (FILE + ".tmp")
-        tmp.write_text(json.dumps({"stats": stats, "units": [list(u) for u in rows]}))
-        tmp.replace(ckpt / FILE)
+        write_text_atomic(ckpt / FILE, json.dumps({"stats": stats, "units": [list(u) for u in rows]}))
     on_event("info", message=message(stats))
     return stats
 
