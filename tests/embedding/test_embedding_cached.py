@@ -1,5 +1,6 @@
-"""--mini-batch: the cached (GradCache) MultipleNegativesRanking loss gives the plain loss's value and
-gradients, replays dropout exactly, and trains end to end."""
+"""The embedding loss's fast paths compute what the plain ones do. --mini-batch: the cached (GradCache)
+MultipleNegativesRanking loss gives the plain loss's value and gradients, replays dropout exactly, and trains
+end to end; length-sorted chunks equal one forward; lazy word-embedding rows step only the rows batches used."""
 from __future__ import annotations
 
 import json
@@ -135,3 +136,25 @@ def test_length_sorted_chunks_equal_one_forward(tiny_models, negatives):
     assert lengths.min() < lengths.max()  # chunks really are cut shorter than the batch
     steps.parts = 4
     _assert_same(_grads(model, steps), (want_loss, want_sums, want))
+
+
+def test_the_cpu_engine_steps_only_the_word_embedding_rows_batches_used(tiny_models, tmp_path, monkeypatch):
+    """Lazy embedding rows (accel/lazy_rows.py) for the embedding task: with weight decay, dense AdamW would move
+    every row of the word-embedding table each step; the CPU engine updates only the rows the batches held."""
+    import tunesmith
+    from transformers import AutoModel, AutoTokenizer
+
+    monkeypatch.delenv("TUNESMITH_ENGINE", raising=False)
+    rows = toy_pairs(64)
+    data = write_csv(tmp_path / "pairs.csv", rows)
+    run = tunesmith.train(data, model=str(tiny_models["bert"]), epochs=1, lr=5e-3, batch_size=16, seed=0,
+                          warmup_ratio=0.0, weight_decay=0.1, bf16="off", max_length=32, out=str(tmp_path / "run"),
+                          baselines=False, audit=False)
+    tok = AutoTokenizer.from_pretrained(tiny_models["bert"])
+    used = {i for r in rows for t in r.values() for i in tok(t, truncation=True, max_length=32)["input_ids"]}
+    used.add(tok.pad_token_id)
+    before = AutoModel.from_pretrained(tiny_models["bert"]).get_input_embeddings().weight.detach()
+    after = AutoModel.from_pretrained(Path(run.path) / "model").get_input_embeddings().weight.detach()
+    unused = sorted(set(range(len(before))) - used)
+    assert unused and torch.equal(after[unused], before[unused])
+    assert not torch.equal(after[sorted(used)], before[sorted(used)])
