@@ -15,9 +15,10 @@ and --test-rows take the first pairs of each file (written to a temporary folder
 Speed: one epoch of the same warm-started model (tied weights), the same pairs, batch size, learning rate,
 linear schedule without warmup, precision, then generation of the test pairs with the same beam search,
 through tunesmith's loop and `generate` and through transformers' Seq2SeqTrainer (train, then predict with
-predict_with_generate). Training tokens/s = non-padding source+target tokens / seconds of the training call;
-generation tokens/s = generated tokens (EOS excluded) / seconds of the call. Model loading, tokenisation and
-metrics are outside both clocks.
+predict_with_generate), each side in a fresh child process, --repeats rounds (default 3; the Trainer's own
+tokens/s spread ~20% between runs here). Training tokens/s = non-padding source+target tokens / seconds of
+the training call; generation tokens/s = generated tokens (EOS excluded) / seconds of the call. Model
+loading, tokenisation and metrics are outside both clocks.
 """
 from __future__ import annotations
 
@@ -94,42 +95,77 @@ def pairs(n: int):
 
 
 def speed(args, bf16: bool):
+    """--repeats rounds, each side in its own child process (no allocator, thread-pool or oneDNN state carried
+    from one to the other), tunesmith first then the Trainer; the ratio per round and their mean."""
+    import json
+    import statistics
+    import subprocess
+    import sys
+
+    rounds = []
+    with tempfile.TemporaryDirectory() as d:
+        for r in range(args.repeats):
+            got = {}
+            for side in ("ts", "hf"):
+                f = Path(d) / f"{side}{r}.json"
+                cmd = [sys.executable, __file__, "--side", side, "--result", str(f)] + [
+                    x for k, v in vars(args).items() if k in SIDE_ARGS for x in (f"--{k.replace('_', '-')}", str(v))]
+                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                got[side] = json.loads(f.read_text())
+            ts, hf = got["ts"], got["hf"]
+            rounds.append((ts["tokens"] / ts["train_s"]) / (hf["tokens"] / hf["train_s"]))
+            print(f"round {r + 1}: tunesmith train {ts['train_s']:.1f}s, {ts['tokens'] / ts['train_s']:.0f} tokens/s, "
+                  f"loss {ts['loss']:.3f}, generate {ts['new'] / ts['gen_s']:.1f} new tokens/s | Seq2SeqTrainer train "
+                  f"{hf['train_s']:.1f}s, {hf['tokens'] / hf['train_s']:.0f} tokens/s, loss {hf['loss']:.3f}, "
+                  f"predict_with_generate {hf['new'] / hf['gen_s']:.1f} new tokens/s | train tokens/s "
+                  f"{rounds[-1]:.2f}x, generation {(ts['new'] / ts['gen_s']) / (hf['new'] / hf['gen_s']):.2f}x",
+                  flush=True)
+    spread = f" (min {min(rounds):.2f}x, max {max(rounds):.2f}x)" if len(rounds) > 1 else ""
+    print(f"ratio tunesmith/Trainer, training tokens/s: mean {statistics.mean(rounds):.2f}x over {len(rounds)} "
+          f"round(s){spread}; load average now {os.getloadavg()}")
+
+
+SIDE_ARGS = ("model", "rows", "batch_size", "lr", "seed", "bf16", "max_new_tokens", "num_beams")
+
+
+def side(args, bf16: bool):
+    """One side of a speed round, in this (child) process: its figures written to --result."""
+    import json
+
     import torch
 
-    from tunesmith.config import make_recipe
-    from tunesmith.tasks.seq2seq.inference import generate
-    from tunesmith.tasks.seq2seq.model import load, start_id
-    from tunesmith.tasks.seq2seq.steps import Seq2SeqSteps, encode
-    from tunesmith.train.loop import fit
-
     train, test = pairs(args.rows)
-    recipe = make_recipe(train=str(DATA / "deu_eng_train.csv"), task="seq2seq", epochs=1, batch_size=args.batch_size,
-                         lr=args.lr, warmup_ratio=0.0, patience=0, seed=args.seed, metric="loss")
-    torch.manual_seed(args.seed)
-    model, tok, path = load(args.model)
-    eos = model.generation_config.eos_token_id
-    enc = encode(tok, train, 128, start_id(model), eos)
-    tokens = sum(len(s) + len(t) for s, t in zip(enc.src, enc.tgt))
-    cpu = torch.device("cpu")
-    with tempfile.TemporaryDirectory() as d:
+    if args.side == "hf":
+        train_s, tokens, loss, gen_s, new = run_trainer(args, train, test, bf16)
+    else:
+        from tunesmith.config import make_recipe
+        from tunesmith.tasks.seq2seq.inference import generate
+        from tunesmith.tasks.seq2seq.model import load, start_id
+        from tunesmith.tasks.seq2seq.steps import Seq2SeqSteps, encode
+        from tunesmith.train.loop import fit
+
+        recipe = make_recipe(train=str(DATA / "deu_eng_train.csv"), task="seq2seq", epochs=1,
+                             batch_size=args.batch_size, lr=args.lr, warmup_ratio=0.0, patience=0, seed=args.seed,
+                             metric="loss")
+        torch.manual_seed(args.seed)
+        model, tok, _ = load(args.model)
+        eos = model.generation_config.eos_token_id
+        enc = encode(tok, train, 128, start_id(model), eos)
+        tokens = sum(len(s) + len(t) for s, t in zip(enc.src, enc.tgt))
+        cpu = torch.device("cpu")
         steps = Seq2SeqSteps(None, enc, None, recipe, tok.pad_token_id, start_id(model), bf16, cpu)
-        res = fit(model, steps, recipe, device=cpu, bf16=bf16, ckpt_dir=Path(d))
-    ts_train = res.train_seconds
-    ids = encode(tok, test, 128, start_id(model), eos).src
-    t0 = time.perf_counter()
-    gens = generate(model, tok, ids, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams, length_penalty=1.0,
-                    bf16=bf16, device=cpu, batch_size=16)
-    ts_gen, ts_new = time.perf_counter() - t0, sum(g["tokens"] for g in gens)
-    print(f"tunesmith:        train {ts_train:.1f}s, {tokens / ts_train:.0f} tokens/s, loss "
-          f"{res.history[-1]['train_loss']:.3f}; generate {ts_gen:.1f}s, {ts_new / ts_gen:.1f} new tokens/s")
-    hf_train, hf_tokens, hf_loss, hf_gen, hf_new = run_trainer(args, path, train, test, bf16)
-    print(f"Seq2SeqTrainer:   train {hf_train:.1f}s, {hf_tokens / hf_train:.0f} tokens/s, loss {hf_loss:.3f}; "
-          f"predict_with_generate {hf_gen:.1f}s, {hf_new / hf_gen:.1f} new tokens/s")
-    print(f"ratio tunesmith/Trainer: train tokens/s {(tokens / ts_train) / (hf_tokens / hf_train):.2f}x, generation "
-          f"tokens/s {(ts_new / ts_gen) / (hf_new / hf_gen):.2f}x (load average now {os.getloadavg()})")
+        res = fit(model, steps, recipe, device=cpu, bf16=bf16, ckpt_dir=None)
+        train_s, loss = res.train_seconds, res.history[-1]["train_loss"]
+        ids = encode(tok, test, 128, start_id(model), eos).src
+        t0 = time.perf_counter()
+        gens = generate(model, tok, ids, max_new_tokens=args.max_new_tokens, num_beams=args.num_beams,
+                        length_penalty=1.0, bf16=bf16, device=cpu, batch_size=16)
+        gen_s, new = time.perf_counter() - t0, sum(g["tokens"] for g in gens)
+    Path(args.result).write_text(json.dumps({"train_s": train_s, "tokens": tokens, "loss": loss, "gen_s": gen_s,
+                                             "new": new}))
 
 
-def run_trainer(args, path, train, test, bf16):
+def run_trainer(args, train, test, bf16):
     import numpy as np
     import torch
     from transformers import DataCollatorForSeq2Seq, Seq2SeqTrainer, Seq2SeqTrainingArguments
@@ -193,14 +229,20 @@ def main():
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--out", default="runs/bench-seq2seq")
+    ap.add_argument("--repeats", type=int, default=3, help="speed rounds (each side a fresh process per round)")
+    ap.add_argument("--side", choices=["ts", "hf"], help=argparse.SUPPRESS)   # a speed round's child
+    ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
+    if not args.side:
+        print(cpu_line(), flush=True)  # hosts differ: the ratios below hold for this one
 
     import torch
 
     from tunesmith.accel.precision import use_bf16
 
     bf16 = use_bf16(args.bf16, torch.device("cpu"))
+    if args.side:
+        return side(args, bf16)
     print(f"{torch.get_num_threads()} threads, {'bf16' if bf16 else 'fp32'}, load average {os.getloadavg()}")
     if not args.skip_quality:
         for model in args.models.split(","):
