@@ -110,7 +110,9 @@ def speed(args, bf16: bool):
                 f = Path(d) / f"{side}{r}.json"
                 cmd = [sys.executable, __file__, "--side", side, "--result", str(f)] + [
                     x for k, v in vars(args).items() if k in SIDE_ARGS for x in (f"--{k.replace('_', '-')}", str(v))]
-                subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                if p.returncode:
+                    sys.exit(f"the {side} side failed ({p.returncode}):\n{p.stderr[-3000:]}")
                 got[side] = json.loads(f.read_text())
             ts, hf = got["ts"], got["hf"]
             rounds.append((ts["tokens"] / ts["train_s"]) / (hf["tokens"] / hf["train_s"]))
@@ -229,7 +231,8 @@ def main():
     ap.add_argument("--skip-quality", action="store_true")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--out", default="runs/bench-seq2seq")
-    ap.add_argument("--repeats", type=int, default=3, help="speed rounds (each side a fresh process per round)")
+    ap.add_argument("--repeats", type=int, default=3, choices=range(1, 100), metavar="N",
+                    help="speed rounds (each side a fresh process per round)")
     ap.add_argument("--side", choices=["ts", "hf"], help=argparse.SUPPRESS)   # a speed round's child
     ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args()

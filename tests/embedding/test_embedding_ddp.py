@@ -29,7 +29,8 @@ def _both(data, model, tmp_path, *flags, **kw):
 
 @pytest.mark.parametrize("negatives", [0, 1])
 def test_pairs_two_processes_match_one(tiny_models, tmp_path, monkeypatch, negatives):
-    monkeypatch.setenv("TUNESMITH_ENGINE", "plain")  # DDP runs the plain engine (no lazy embedding rows)
+    # textbook torch on both sides (no lazy embedding rows): the comparison is of the gathered loss alone
+    monkeypatch.setenv("TUNESMITH_ENGINE", "plain")
     monkeypatch.setenv("TUNESMITH_CACHE", str(tmp_path / "cache"))
     model = no_dropout_copy(tiny_models["bert"], tmp_path / "bert", **ZEROS)
     data = write_csv(tmp_path / "pairs.csv", toy_pairs(96))

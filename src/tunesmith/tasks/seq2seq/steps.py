@@ -66,7 +66,9 @@ def token_loss(net, b: dict) -> tuple[torch.Tensor, torch.Tensor]:
                 out = net(**kw).logits
             if ran() and out.dim() == 2:
                 logits = out
-        except RuntimeError:  # a head that reshapes what the projection gave: the plain route from now on
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, IndexError):  # a head that reshapes what the projection gave: the plain route
             pass
         if logits is None:
             model._tunesmith_full_logits = True
