@@ -170,3 +170,25 @@ def test_malloc_settings_take_on_glibc():
 
     # glibc accepts both settings (it answers 0 to a value out of range); elsewhere tune() changes nothing.
     assert cpu_malloc.tune() is (platform.libc_ver()[0] == "glibc")
+
+
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc's mallopt")
+def test_blocks_over_32mb_come_from_the_heap_after_tune():
+    """A 47 MB dense table gradient must be reused from the heap, not mapped afresh (page faults each step):
+    after tune() such a block lies below the heap's end (sbrk(0)); glibc maps it elsewhere by default."""
+    import subprocess
+    import sys
+
+    code = """
+import ctypes, sys, torch
+from tunesmith.accel import cpu_malloc
+if sys.argv[1] == "tune":
+    cpu_malloc.tune()
+t = torch.empty(12 * 2**20)  # 48 MB
+libc = ctypes.CDLL(None)
+libc.sbrk.restype = ctypes.c_void_p
+print(int(t.data_ptr() < libc.sbrk(0)))
+"""
+    got = {k: subprocess.run([sys.executable, "-c", code, k], capture_output=True, text=True, check=True).stdout.strip()
+           for k in ("tune", "default")}
+    assert got == {"tune": "1", "default": "0"}

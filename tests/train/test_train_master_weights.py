@@ -91,7 +91,7 @@ def test_swap_gather_and_fused_step_equal_torch_adamw(tiny_models):
                 assert torch.equal(linear.weight, master.detach().to(torch.bfloat16))
             # The next step from a bf16 gradient held as autograd leaves it (no accumulation).
             mw.held = [torch.zeros_like(s) for s in mw.leaves]
-            leaf = next(k for k, slots in enumerate(mw.leaf_slots) if (linear, "weight") in slots)
+            leaf = next(k for k, slots in enumerate(mw.leaf_slots) if (linear, "weight") in (slots or ()))
             mw.held[leaf] = g.to(torch.bfloat16)
             g = mw.held[leaf].float()
             mw.micro = 1
@@ -231,3 +231,53 @@ def test_bf16_inference_kept_for_the_next_call_until_a_weight_changes(tiny_model
     assert len(prepared) == 2 and model not in master_weights._prepared
     predict_logits(model, ids, pad, 4, True, cpu)
     assert len(prepared) == 3 and model not in master_weights._prepared
+
+
+def test_tied_weights_get_one_master_and_one_leaf(tiny_models):
+    """BERT2BERT ties every encoder weight to the decoder's (seq2seq/model.py): one master, one bf16 leaf put in
+    every module holding it, autograd summing both uses; the embedding table the LM head shares stays fp32."""
+    from tunesmith.tasks.seq2seq import model as s2s_model
+
+    torch.manual_seed(0)
+    model = s2s_model.load(str(tiny_models["bert"]))[0].train()
+    enc_ffn = model.encoder.encoder.layer[0].output.dense
+    dec_ffn = model.decoder.bert.encoder.layer[0].output.dense
+    assert enc_ffn.weight is dec_ffn.weight  # tied
+    table = model.encoder.embeddings.word_embeddings.weight
+    assert model.decoder.get_output_embeddings().weight is table
+    g = torch.Generator().manual_seed(0)
+    b = {"input_ids": torch.randint(5, 90, (3, 7), generator=g), "decoder_input_ids": torch.randint(5, 90, (3, 5), generator=g)}
+    b["attention_mask"] = torch.ones_like(b["input_ids"])
+
+    def loss_of(m):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return m(**b, use_cache=False).logits.float().logsumexp(-1).mean()
+
+    torch.manual_seed(1)
+    model.zero_grad()
+    loss_of(model).backward()
+    want = enc_ffn.weight.grad.clone()
+    model.zero_grad(set_to_none=True)
+    opt = _adamw(model)
+    with master_weights.use(model, opt, True) as mw:
+        assert sum(p is enc_ffn.weight for p in mw.masters) == 1
+        assert any(p is table for p in mw.extras) and not any(p is table for p in mw.masters)
+        enc_attn, dec_attn = model.encoder.encoder.layer[0].attention.self, model.decoder.bert.encoder.layer[0].attention.self
+        fused = dict((id(m), i) for m, i in mw.fused)
+        assert fused[id(enc_attn)] == fused[id(dec_attn)]  # one q/k/v leaf for both attentions
+        assert model.decoder.bert.encoder.layer[0].crossattention.self.query.weight.requires_grad
+        with mw.computing():
+            assert enc_ffn.weight is dec_ffn.weight and enc_ffn.weight.dtype == torch.bfloat16
+            leaf = enc_ffn.weight
+            torch.manual_seed(1)
+            loss_of(model).backward()
+            got = leaf.grad.float().clone()
+        assert enc_ffn.weight is dec_ffn.weight and enc_ffn.weight.dtype == torch.float32  # restored, still tied
+        torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * float(want.abs().max()))
+        mw.gather_grads()
+        before = enc_ffn.weight.detach().clone()
+        mw.step()
+        assert not torch.equal(enc_ffn.weight, before) and enc_ffn.weight is dec_ffn.weight
+        with mw.computing():
+            assert torch.equal(dec_ffn.weight, enc_ffn.weight.detach())  # both modules read the one updated copy
+    assert enc_ffn.weight is dec_ffn.weight

@@ -50,36 +50,42 @@ FUSABLE = {"BertSelfAttention", "RobertaSelfAttention", "XLMRobertaSelfAttention
 
 class MasterWeights:
     def __init__(self, model, opt: torch.optim.AdamW):
-        counts: dict[int, int] = {}
-        for _, p in model.named_parameters(remove_duplicate=False):
-            counts[id(p)] = counts.get(id(p), 0) + 1
+        uses = _uses(model)
 
-        def ok(mod, name):  # tied weights (an LM head sharing the embedding table) stay fp32: left out
-            p = mod._parameters.get(name)
-            return p is not None and p.requires_grad and counts[id(p)] == 1
+        def ok(p, n=1):  # trainable, and held only by Linears: by `n` of them (a fused q/k/v: by that many)
+            return p is not None and _linear_only(p, uses) and len(uses[id(p)]) == n
 
-        # Leaves are what the bf16 forward computes with, each a span of the flat buffers. A BERT-style
-        # attention's query, key and value become one (3N, K) weight and one 3N bias, so one matmul
-        # replaces three forward and backward: ~1.2 ms of a MiniLM layer's 3.2 at batch 32.
-        self.fused, leaves, taken = [], [], set()
+        # Leaves are what the bf16 forward computes with, each a span of the flat buffers, put in every slot
+        # of its parameter: a tied weight has one master, one leaf, and autograd sums its uses' gradients.
+        # A BERT-style attention's query, key and value become one (3N, K) weight and one 3N bias, so one
+        # matmul replaces three forward and backward: ~1.2 ms of a MiniLM layer's 3.2 at batch 32.
+        groups: dict[tuple, list] = {}  # attentions sharing the same q/k/v parameters (tied): one leaf pair
         for mod in model.modules():
             qkv = _qkv(mod)
-            if qkv and all(ok(l, "weight") and ok(l, "bias") for l in qkv):
-                leaves += [[(l, "weight") for l in qkv], [(l, "bias") for l in qkv]]
-                self.fused.append((mod, len(leaves) - 2))
-                taken.update(id(l) for l in qkv)
+            if qkv:
+                groups.setdefault(tuple(id(getattr(l, n)) for n in ("weight", "bias") for l in qkv), []).append(mod)
+        self.fused, leaves, taken = [], [], set()  # leaves: (masters in order, the slots each is put in)
+        for key, mods in groups.items():
+            qkv = _qkv(mods[0])
+            if all(ok(getattr(l, n), len(mods)) for l in qkv for n in ("weight", "bias")):
+                leaves += [([getattr(l, n) for l in qkv], None) for n in ("weight", "bias")]
+                self.fused += [(mod, len(leaves) - 2) for mod in mods]
+                taken.update(key)
         for mod in model.modules():
-            if isinstance(mod, nn.Linear) and id(mod) not in taken:
-                leaves += [[(mod, n)] for n in ("weight", "bias") if ok(mod, n)]
-        self.slots = [slot for leaf in leaves for slot in leaf]
-        self.masters = [mod._parameters[name] for mod, name in self.slots]
-        # Every other dense trainable parameter (LayerNorms, position embeddings) computes in fp32 as before
-        # but is updated by the same kernel from its fp32 gradient, after the masters in the flat buffers:
-        # torch's AdamW step for ~30 small tensors cost more in bookkeeping than in arithmetic.
+            if isinstance(mod, nn.Linear):
+                for n in ("weight", "bias"):
+                    p = mod._parameters.get(n)
+                    if ok(p, len(uses.get(id(p), ()))) and id(p) not in taken:
+                        leaves.append(([p], uses[id(p)]))
+                        taken.add(id(p))
+        self.masters = [p for ps, _ in leaves for p in ps]
+        self.slots = [(mod, name, ps[0]) for ps, slots in leaves if slots for mod, name in slots]
+        # Every other dense trainable parameter (LayerNorms, position embeddings, a table an LM head shares)
+        # computes in fp32 as before but is updated by the same kernel from its fp32 gradient, after the
+        # masters in the flat buffers: torch's AdamW step for ~30 small tensors cost more in bookkeeping
+        # than in arithmetic.
         lazy = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
-        taken_ids = {id(p) for p in self.masters}
-        self.extras = [p for p in model.parameters() if p.requires_grad and counts[id(p)] == 1
-                       and id(p) not in taken_ids and id(p) not in lazy]
+        self.extras = [p for p in model.parameters() if p.requires_grad and id(p) not in taken and id(p) not in lazy]
         everything = self.masters + self.extras
         self.ids = {id(p) for p in everything}  # parameters whose gradients this holds and steps
         ends = np.cumsum([p.numel() for p in everything]).tolist()
@@ -90,20 +96,20 @@ class MasterWeights:
             p.data = self.f32[a:b].view_as(p)  # same Parameter objects: the optimizer and its state stay valid
         self.f16 = self.f32.to(torch.bfloat16)
         self.leaves, self.leaf_slots, self.leaf_spans, first_masters, i = [], [], [], [], 0
-        for leaf in leaves:
-            first = self.masters[i]
-            a, b = self.spans[i][0], self.spans[i + len(leaf) - 1][1]
-            shape = (len(leaf) * first.shape[0], *first.shape[1:])  # q, k, v stacked along the output dim
+        for ps, slots in leaves:
+            first = ps[0]
+            a, b = self.spans[i][0], self.spans[i + len(ps) - 1][1]
+            shape = (len(ps) * first.shape[0], *first.shape[1:])  # q, k, v stacked along the output dim
             self.leaves.append(nn.Parameter(self.f16[a:b].view(shape)))
-            self.leaf_slots.append(leaf)
+            self.leaf_slots.append(slots)
             self.leaf_spans.append((a, b))
             first_masters.append(first)
-            i += len(leaf)
+            i += len(ps)
         self.held = None  # the leaves' bf16 gradients from the last backward, as autograd made them
         self.g32 = None  # fp32 sum of the gradients in one flat buffer, only under gradient accumulation
         self.micro = 0  # micro-batches since the last optimizer step
         self.clip = None  # clipping coefficient for the next step (optim.clip_grad_norm sets it)
-        self.embeddings = embedding_modules(model)
+        self.embeddings = _embeddings(model)
         self._optimizer_state(opt, first_masters)
 
     def _optimizer_state(self, opt, first_masters):
@@ -139,8 +145,7 @@ class MasterWeights:
     def computing(self):
         """Forward and backward in here compute with the bf16 copies."""
         for leaf, slots in zip(self.leaves, self.leaf_slots):
-            if len(slots) == 1:
-                mod, name = slots[0]
+            for mod, name in slots or ():  # None: a fused q/k/v leaf, which its attentions' forward reads
                 mod._parameters[name] = leaf
         for mod, i in self.fused:
             mod.forward = functools.partial(_fused_attention, mod, self.leaves[i], self.leaves[i + 1])
@@ -148,7 +153,7 @@ class MasterWeights:
         try:
             yield
         finally:
-            for (mod, name), p in zip(self.slots, self.masters):
+            for mod, name, p in self.slots:
                 mod._parameters[name] = p
             for mod, _ in self.fused:
                 mod.__dict__.pop("forward", None)
@@ -217,6 +222,39 @@ class MasterWeights:
             st = self.opt.state[p]
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 st[key] = st[key].clone()
+
+
+def _uses(model) -> dict:
+    """id(parameter) -> every (module, name) slot holding it: a tied weight (BERT2BERT's encoder and decoder
+    layers, T5's shared table under its LM head) sits in several."""
+    uses: dict[int, list] = {}
+    for mod in model.modules():
+        for name, p in mod._parameters.items():
+            if p is not None:
+                uses.setdefault(id(p), []).append((mod, name))
+    return uses
+
+
+def _linear_only(p, uses) -> bool:
+    return p.requires_grad and all(isinstance(m, nn.Linear) for m, _ in uses[id(p)])
+
+
+def copied(model) -> int:
+    """Elements MasterWeights keeps a bf16 copy of: the trainable parameters only Linears hold, each once
+    (train/memory.py counts them)."""
+    uses = _uses(model)
+    return sum(p.numel() for p in model.parameters() if _linear_only(p, uses))
+
+
+def _embeddings(model) -> list:
+    """The modules whose outputs start the bf16 activations: the embeddings before the layers, and an
+    encoder-decoder's decoder's own (BERT2BERT's decoder embeds its input apart from the encoder)."""
+    found = embedding_modules(model)
+    get = getattr(model, "get_decoder", None)
+    dec = get() if get is not None and getattr(model.config, "is_encoder_decoder", False) else None
+    if dec is not None and dec is not model:
+        found += [m for m in embedding_modules(dec) if all(m is not f for f in found)]
+    return found
 
 
 def _tasks(spans, groups) -> np.ndarray:

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 
+from tunesmith.accel import master_weights
+
 MIB = 1 << 20
 
 
@@ -167,8 +169,7 @@ def estimate(model, steps, batch: int, device, bf16: bool, copies: bool) -> Budg
     n_train = sum(p.numel() for p in trainable)
     weights = sum(p.numel() * p.element_size() for p in params) + sum(
         b.numel() * b.element_size() for b in model.buffers())
-    linear = sum(m.weight.numel() + (m.bias.numel() if m.bias is not None else 0)
-                 for m in model.modules() if isinstance(m, torch.nn.Linear) and m.weight.requires_grad)
+    linear = master_weights.copied(model) if copies else 0
     longest = max(range(len(steps.lengths)), key=steps.lengths.__getitem__)
     net = steps.module(model)
     was = model.training

@@ -123,8 +123,7 @@ def split_loss(model, enc: Encoded, pad: int, start: int, batch_size: int, bf16:
 
 
 class Seq2SeqSteps(Steps):
-    masters = False    # BERT2BERT shares weights between encoder and decoder: no per-module fp32 masters
-    lazy_rows = False  # nor sparse rows of an embedding the decoder's LM head also reads
+    lazy_rows = False  # no sparse rows of an embedding table the decoder's LM head also reads
     sums = 2           # device sums: target-token loss, target tokens
 
     def __init__(self, task, train: Encoded, val: Encoded | None, recipe, pad: int, start: int, bf16: bool, device):
