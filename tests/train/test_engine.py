@@ -84,7 +84,7 @@ def test_plain_engine_uses_no_cpu_trick_and_trains_to_the_same_numbers(no_dropou
     monkeypatch.setenv(accel.ENV, "plain")
     for mod, names in ((master_weights, ["use", "MasterWeights", "applicable", "bf16_inference"]),
                        (fast_dropout, ["enabled", "register", "dropout"]), (lazy_rows, ["enabled"]),
-                       (cpu_malloc, ["tune"]), (cpu_kernels, ["lib"])):
+                       (cpu_malloc, ["tune", "no_mmap"]), (cpu_kernels, ["lib"])):
         for name in names:
             monkeypatch.setattr(mod, name, _refuse)
     monkeypatch.setattr(lazy_rows.AdamW, "_sparse_rows", _refuse)

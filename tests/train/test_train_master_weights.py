@@ -266,6 +266,7 @@ def test_tied_weights_get_one_master_and_one_leaf(tiny_models):
         fused = dict((id(m), i) for m, i in mw.fused)
         assert fused[id(enc_attn)] == fused[id(dec_attn)]  # one q/k/v leaf for both attentions
         assert model.decoder.bert.encoder.layer[0].crossattention.self.query.weight.requires_grad
+        assert [id(m) for m in mw.embeddings] == [id(model.encoder.embeddings), id(model.decoder.bert.embeddings)]
         with mw.computing():
             assert enc_ffn.weight is dec_ffn.weight and enc_ffn.weight.dtype == torch.bfloat16
             leaf = enc_ffn.weight

@@ -97,9 +97,8 @@ class CpuBf16Engine(PlainEngine):
         """Fast dropout on, and master weights where they apply. `opt` must hold its resumed state already
         (the masters take it in). masters=False: the model computes as it is (a head on cached fp32
         features; causal LMs, where master weights are not measured)."""
-        cpu_malloc.tune()
         on = self.keeps_copies(model, masters=masters)
-        with fast_dropout.enabled(model), master_weights.use(model, opt, on) as mw:
+        with cpu_malloc.no_mmap(), fast_dropout.enabled(model), master_weights.use(model, opt, on) as mw:
             yield mw
 
     def keeps_copies(self, model, *, masters: bool = True) -> bool:

@@ -67,7 +67,11 @@ class MasterWeights:
         self.fused, leaves, taken = [], [], set()  # leaves: (masters in order, the slots each is put in)
         for key, mods in groups.items():
             qkv = _qkv(mods[0])
-            if all(ok(getattr(l, n), len(mods)) for l in qkv for n in ("weight", "bias")):
+            # fused only where these attentions' q/k/v Linears are the parameters' only holders: any other
+            # holder would compute with the fp32 master, which the kernel steps without its gradient
+            holders = [{id(getattr(m, w)) for m in mods} for w in ("query", "key", "value")]
+            if all(p.requires_grad and {id(m) for m, _ in uses[id(p)]} == h and len(uses[id(p)]) == len(h)
+                   for l, h in zip(qkv, holders) for p in (l.weight, l.bias)):
                 leaves += [([getattr(l, n) for l in qkv], None) for n in ("weight", "bias")]
                 self.fused += [(mod, len(leaves) - 2) for mod in mods]
                 taken.update(key)
@@ -240,20 +244,23 @@ def _linear_only(p, uses) -> bool:
 
 
 def copied(model) -> int:
-    """Elements MasterWeights keeps a bf16 copy of: the trainable parameters only Linears hold, each once
-    (train/memory.py counts them)."""
-    uses = _uses(model)
-    return sum(p.numel() for p in model.parameters() if _linear_only(p, uses))
+    """Elements MasterWeights keeps a bf16 copy of (train/memory.py counts them): every trainable parameter
+    it steps, each once (its flat bf16 buffer mirrors the fp32 one: the Linears' copies and the extras',
+    a tied table's included), less the embeddings that train lazy rows."""
+    lazy = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in lazy)
 
 
 def _embeddings(model) -> list:
-    """The modules whose outputs start the bf16 activations: the embeddings before the layers, and an
-    encoder-decoder's decoder's own (BERT2BERT's decoder embeds its input apart from the encoder)."""
-    found = embedding_modules(model)
-    get = getattr(model, "get_decoder", None)
-    dec = get() if get is not None and getattr(model.config, "is_encoder_decoder", False) else None
-    if dec is not None and dec is not model:
-        found += [m for m in embedding_modules(dec) if all(m is not f for f in found)]
+    """The modules whose outputs start the bf16 activations: the embeddings before the layers; for an
+    encoder-decoder, the encoder's and the decoder's, each found in its own stack (BERT2BERT's decoder embeds
+    its input apart from the encoder, and the model's longest ModuleList can be a decoder block's sublayers)."""
+    parts = [model]
+    if getattr(getattr(model, "config", None), "is_encoder_decoder", False) and hasattr(model, "get_decoder"):
+        parts = [model.get_encoder(), model.get_decoder()] if hasattr(model, "get_encoder") else [model, model.get_decoder()]
+    found = []
+    for part in parts:
+        found += [m for m in embedding_modules(part) if all(m is not f for f in found)]
     return found
 
 
