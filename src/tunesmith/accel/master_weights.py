@@ -51,10 +51,6 @@ FUSABLE = {"BertSelfAttention", "RobertaSelfAttention", "XLMRobertaSelfAttention
 class MasterWeights:
     def __init__(self, model, opt: torch.optim.AdamW):
         uses = _uses(model)
-
-        def ok(p, n=1):  # trainable, and held only by Linears: by `n` of them (a fused q/k/v: by that many)
-            return p is not None and _linear_only(p, uses) and len(uses[id(p)]) == n
-
         # Leaves are what the bf16 forward computes with, each a span of the flat buffers, put in every slot
         # of its parameter: a tied weight has one master, one leaf, and autograd sums its uses' gradients.
         # A BERT-style attention's query, key and value become one (3N, K) weight and one 3N bias, so one
@@ -79,7 +75,7 @@ class MasterWeights:
             if isinstance(mod, nn.Linear):
                 for n in ("weight", "bias"):
                     p = mod._parameters.get(n)
-                    if ok(p, len(uses.get(id(p), ()))) and id(p) not in taken:
+                    if p is not None and id(p) not in taken and _linear_only(p, uses):
                         leaves.append(([p], uses[id(p)]))
                         taken.add(id(p))
         self.masters = [p for ps, _ in leaves for p in ps]
@@ -88,7 +84,7 @@ class MasterWeights:
         # computes in fp32 as before but is updated by the same kernel from its fp32 gradient, after the
         # masters in the flat buffers: torch's AdamW step for ~30 small tensors cost more in bookkeeping
         # than in arithmetic.
-        lazy = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+        lazy = _lazy(model)
         self.extras = [p for p in model.parameters() if p.requires_grad and id(p) not in taken and id(p) not in lazy]
         everything = self.masters + self.extras
         self.ids = {id(p) for p in everything}  # parameters whose gradients this holds and steps
@@ -243,11 +239,16 @@ def _linear_only(p, uses) -> bool:
     return p.requires_grad and all(isinstance(m, nn.Linear) for m, _ in uses[id(p)])
 
 
+def _lazy(model) -> set:
+    """ids of the embedding tables that train lazy rows (sparse gradients): stepped by the optimizer, not here."""
+    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+
+
 def copied(model) -> int:
     """Elements MasterWeights keeps a bf16 copy of (train/memory.py counts them): every trainable parameter
     it steps, each once (its flat bf16 buffer mirrors the fp32 one: the Linears' copies and the extras',
     a tied table's included), less the embeddings that train lazy rows."""
-    lazy = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
+    lazy = _lazy(model)
     return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in lazy)
 
 
