@@ -262,6 +262,8 @@ def test_tied_weights_get_one_master_and_one_leaf(tiny_models):
     with master_weights.use(model, opt, True) as mw:
         assert sum(p is enc_ffn.weight for p in mw.masters) == 1
         assert any(p is table for p in mw.extras) and not any(p is table for p in mw.masters)
+        # bf16 copies of the masters only (each tied weight once); the fp32 table has none
+        assert mw.f16.numel() == sum(p.numel() for p in mw.masters) == master_weights.copied(model)
         enc_attn, dec_attn = model.encoder.encoder.layer[0].attention.self, model.decoder.bert.encoder.layer[0].attention.self
         fused = dict((id(m), i) for m, i in mw.fused)
         assert fused[id(enc_attn)] == fused[id(dec_attn)]  # one q/k/v leaf for both attentions
@@ -276,9 +278,10 @@ def test_tied_weights_get_one_master_and_one_leaf(tiny_models):
         assert enc_ffn.weight is dec_ffn.weight and enc_ffn.weight.dtype == torch.float32  # restored, still tied
         torch.testing.assert_close(got, want, rtol=0.05, atol=0.05 * float(want.abs().max()))
         mw.gather_grads()
-        before = enc_ffn.weight.detach().clone()
+        before, table_before = enc_ffn.weight.detach().clone(), table.detach().clone()
         mw.step()
         assert not torch.equal(enc_ffn.weight, before) and enc_ffn.weight is dec_ffn.weight
+        assert not torch.equal(table, table_before)  # stepped as an extra, with no bf16 copy written
         with mw.computing():
             assert torch.equal(dec_ffn.weight, enc_ffn.weight.detach())  # both modules read the one updated copy
     assert enc_ffn.weight is dec_ffn.weight

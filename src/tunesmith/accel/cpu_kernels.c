@@ -65,7 +65,8 @@ static inline float adamw_elem(float g, float p, float *restrict m, float *restr
 }
 
 /* One AdamW step over the flat masters, hp: a Hyper per group. The gradient is multiplied by `scale`
- * (clipping). Writes the master, both moments and the master's bf16 copy. */
+ * (clipping). Writes the master, both moments and, unless w16 is NULL (parameters that compute in fp32),
+ * the master's bf16 copy. */
 #define ADAMW(NAME, T, LOAD)                                                                      \
 void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restrict v,            \
           uint16_t *restrict w16, const int64_t *chunks, int64_t nchunks, const float *hp,         \
@@ -75,11 +76,16 @@ void NAME(const uint64_t *gp, float *restrict p, float *restrict m, float *restr
         int64_t a = chunks[3 * c], n = chunks[3 * c + 1] - a;                                     \
         const T *restrict g = (const T *)(uintptr_t)gp[c];                                        \
         float *restrict pc = p + a, *restrict mc = m + a, *restrict vc = v + a;                   \
-        uint16_t *restrict wc = w16 + a;                                                          \
         const Hyper k = hyper(hp + 7 * chunks[3 * c + 2]);                                        \
-        for (int64_t i = 0; i < n; i++) {                                                         \
-            pc[i] = adamw_elem(LOAD(g[i]) * scale, pc[i], mc + i, vc + i, k);                     \
-            wc[i] = to_bf16(pc[i]);                                                               \
+        if (w16) {                                                                                \
+            uint16_t *restrict wc = w16 + a;                                                      \
+            for (int64_t i = 0; i < n; i++) {                                                     \
+                pc[i] = adamw_elem(LOAD(g[i]) * scale, pc[i], mc + i, vc + i, k);                 \
+                wc[i] = to_bf16(pc[i]);                                                           \
+            }                                                                                     \
+        } else {                                                                                  \
+            for (int64_t i = 0; i < n; i++)                                                       \
+                pc[i] = adamw_elem(LOAD(g[i]) * scale, pc[i], mc + i, vc + i, k);                 \
         }                                                                                         \
     }                                                                                             \
 }

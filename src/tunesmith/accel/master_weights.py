@@ -50,41 +50,15 @@ FUSABLE = {"BertSelfAttention", "RobertaSelfAttention", "XLMRobertaSelfAttention
 
 class MasterWeights:
     def __init__(self, model, opt: torch.optim.AdamW):
-        uses = _uses(model)
-        # Leaves are what the bf16 forward computes with, each a span of the flat buffers, put in every slot
-        # of its parameter: a tied weight has one master, one leaf, and autograd sums its uses' gradients.
-        # A BERT-style attention's query, key and value become one (3N, K) weight and one 3N bias, so one
-        # matmul replaces three forward and backward: ~1.2 ms of a MiniLM layer's 3.2 at batch 32.
-        groups: dict[tuple, list] = {}  # attentions sharing the same q/k/v parameters (tied): one leaf pair
-        for mod in model.modules():
-            qkv = _qkv(mod)
-            if qkv:
-                groups.setdefault(tuple(id(getattr(l, n)) for n in ("weight", "bias") for l in qkv), []).append(mod)
-        self.fused, leaves, taken = [], [], set()  # leaves: (masters in order, the slots each is put in)
-        for key, mods in groups.items():
-            qkv = _qkv(mods[0])
-            # fused only where these attentions' q/k/v Linears are the parameters' only holders: any other
-            # holder would compute with the fp32 master, which the kernel steps without its gradient
-            holders = [{id(getattr(m, w)) for m in mods} for w in ("query", "key", "value")]
-            if all(p.requires_grad and {id(m) for m, _ in uses[id(p)]} == h and len(uses[id(p)]) == len(h)
-                   for l, h in zip(qkv, holders) for p in (l.weight, l.bias)):
-                leaves += [([getattr(l, n) for l in qkv], None) for n in ("weight", "bias")]
-                self.fused += [(mod, len(leaves) - 2) for mod in mods]
-                taken.update(key)
-        for mod in model.modules():
-            if isinstance(mod, nn.Linear):
-                for n in ("weight", "bias"):
-                    p = mod._parameters.get(n)
-                    if p is not None and id(p) not in taken and _linear_only(p, uses):
-                        leaves.append(([p], uses[id(p)]))
-                        taken.add(id(p))
+        leaves, self.fused = _leaves(model)
+        taken = {id(p) for ps, _ in leaves for p in ps}
         self.masters = [p for ps, _ in leaves for p in ps]
         self.slots = [(mod, name, ps[0]) for ps, slots in leaves if slots for mod, name in slots]
         # Every other dense trainable parameter (LayerNorms, position embeddings, a table an LM head shares)
         # computes in fp32 as before but is updated by the same kernel from its fp32 gradient, after the
         # masters in the flat buffers: torch's AdamW step for ~30 small tensors cost more in bookkeeping
         # than in arithmetic.
-        lazy = _lazy(model)
+        lazy = {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}  # lazy rows
         self.extras = [p for p in model.parameters() if p.requires_grad and id(p) not in taken and id(p) not in lazy]
         everything = self.masters + self.extras
         self.ids = {id(p) for p in everything}  # parameters whose gradients this holds and steps
@@ -94,7 +68,8 @@ class MasterWeights:
         self.f32 = torch.cat([p.detach().reshape(-1) for p in everything]) if everything else torch.zeros(0)
         for p, (a, b) in zip(everything, spans):
             p.data = self.f32[a:b].view_as(p)  # same Parameter objects: the optimizer and its state stay valid
-        self.f16 = self.f32.to(torch.bfloat16)
+        # bf16 copies of the masters only: the extras compute in fp32 (a tied table's copy was 23 MB written a step)
+        self.f16 = self.f32[:self.spans[-1][1] if self.spans else 0].to(torch.bfloat16)
         self.leaves, self.leaf_slots, self.leaf_spans, first_masters, i = [], [], [], [], 0
         for ps, slots in leaves:
             first = ps[0]
@@ -210,7 +185,7 @@ class MasterWeights:
         buffers = (self.f32.data_ptr(), self.m.data_ptr(), self.v.data_ptr(), self.f16.data_ptr())
         getattr(lib, f"adamw_{kind}")(gp.ctypes.data, *buffers, self.chunks.ctypes.data, len(self.chunks),
                                       hp.ctypes.data, scale)
-        lib.adamw_f32(xgp.ctypes.data, *buffers, xchunks.ctypes.data, len(xchunks), hp.ctypes.data, scale)
+        lib.adamw_f32(xgp.ctypes.data, *buffers[:3], None, xchunks.ctypes.data, len(xchunks), hp.ctypes.data, scale)
         for p in self.extras:
             p.grad = None  # stepped here: the optimizer's own step must skip them
         self.micro, self.clip, self.held = 0, None, None
@@ -222,6 +197,39 @@ class MasterWeights:
             st = self.opt.state[p]
             for key in ("exp_avg", "exp_avg_sq", "step"):
                 st[key] = st[key].clone()
+
+
+def _leaves(model) -> tuple[list, list]:
+    """What computes in bf16: ([(masters, the slots their leaf is put in; None for a fused q/k/v)], [(attention,
+    index of its fused weight leaf)]). Leaves are what the bf16 forward computes with, each a span of the flat
+    buffers, put in every slot of its parameter: a tied weight has one master, one leaf, and autograd sums its
+    uses' gradients. A BERT-style attention's query, key and value become one (3N, K) weight and one 3N bias,
+    so one matmul replaces three forward and backward: ~1.2 ms of a MiniLM layer's 3.2 at batch 32."""
+    uses = _uses(model)
+    groups: dict[tuple, list] = {}  # attentions sharing the same q/k/v parameters (tied): one leaf pair
+    for mod in model.modules():
+        qkv = _qkv(mod)
+        if qkv:
+            groups.setdefault(tuple(id(getattr(l, n)) for n in ("weight", "bias") for l in qkv), []).append(mod)
+    fused, leaves, taken = [], [], set()
+    for key, mods in groups.items():
+        qkv = _qkv(mods[0])
+        # fused only where these attentions' q/k/v Linears are the parameters' only holders: any other
+        # holder would compute with the fp32 master, which the kernel steps without its gradient
+        holders = [{id(getattr(m, w)) for m in mods} for w in ("query", "key", "value")]
+        if all(p.requires_grad and {id(m) for m, _ in uses[id(p)]} == h and len(uses[id(p)]) == len(h)
+               for l, h in zip(qkv, holders) for p in (l.weight, l.bias)):
+            leaves += [([getattr(l, n) for l in qkv], None) for n in ("weight", "bias")]
+            fused += [(mod, len(leaves) - 2) for mod in mods]
+            taken.update(key)
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear):
+            for n in ("weight", "bias"):
+                p = mod._parameters.get(n)
+                if p is not None and id(p) not in taken and _linear_only(p, uses):
+                    leaves.append(([p], uses[id(p)]))
+                    taken.add(id(p))
+    return leaves, fused
 
 
 def _uses(model) -> dict:
@@ -239,17 +247,10 @@ def _linear_only(p, uses) -> bool:
     return p.requires_grad and all(isinstance(m, nn.Linear) for m, _ in uses[id(p)])
 
 
-def _lazy(model) -> set:
-    """ids of the embedding tables that train lazy rows (sparse gradients): stepped by the optimizer, not here."""
-    return {id(m.weight) for m in model.modules() if isinstance(m, nn.Embedding) and m.sparse}
-
-
 def copied(model) -> int:
-    """Elements MasterWeights keeps a bf16 copy of (train/memory.py counts them): every trainable parameter
-    it steps, each once (its flat bf16 buffer mirrors the fp32 one: the Linears' copies and the extras',
-    a tied table's included), less the embeddings that train lazy rows."""
-    lazy = _lazy(model)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad and id(p) not in lazy)
+    """Elements MasterWeights keeps a bf16 copy of (train/memory.py counts them): its masters, each once (a
+    tied weight's one leaf serves every slot); the extras compute in fp32 and have no copy."""
+    return sum(p.numel() for ps, _ in _leaves(model)[0] for p in ps)
 
 
 def _embeddings(model) -> list:
