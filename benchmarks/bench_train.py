@@ -55,7 +55,7 @@ def bf16_peak() -> float:
     return best
 
 
-def train_flops(sample: Path, epochs: int) -> float:
+def train_flops(sample: Path, epochs: int, maxlen: int = MAXLEN) -> float:
     """6 x non-embedding parameters x real tokens, plus attention scores (12 x L x H x T^2 per text)."""
     import pandas as pd
     from transformers import AutoConfig, AutoTokenizer
@@ -64,7 +64,7 @@ def train_flops(sample: Path, epochs: int) -> float:
 
     path = resolve("minilm")
     cfg, tok = AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    lens = [len(x) for x in tok(list(pd.read_csv(sample)["text"]), truncation=True, max_length=MAXLEN)["input_ids"]]
+    lens = [len(x) for x in tok(list(pd.read_csv(sample)["text"]), truncation=True, max_length=maxlen)["input_ids"]]
     h, L, ff = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
     per_token = L * (4 * h * h + 2 * h * ff)
     return epochs * sum(6 * per_token * n + 12 * L * h * n * n for n in lens)
@@ -179,9 +179,10 @@ def spread(values: list[float], digits: int = 4) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
-def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, step) -> dict:
+def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, step, peak: float) -> dict:
     """Runs every shape x seed (tunesmith train with audit, baselines and report; the Trainer's train + predict)
-    and prints one table; returns the figures by shape."""
+    and prints one table; returns the figures by shape. `peak`: this host's bf16 matmul FLOP/s, for each
+    shape's ceiling (the most samples/s any bf16 engine could reach here, its matmuls alone at that peak)."""
     import pandas as pd
 
     out = {}
@@ -208,6 +209,7 @@ def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, s
                             "train_s": h["train_seconds"]})
         r["desc"] = (f"{n_train} rows x {mean_tokens(train, maxlen):.0f} tok, {n_test} test, {epochs} ep, "
                      f"max len {maxlen}")
+        r["flops_per_sample"] = train_flops(train, 1, maxlen) / n_train
         out[name] = r
 
     def mean(rs, k):
@@ -229,6 +231,13 @@ def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, s
         print(f"{name}: tunesmith wall {mean(ts, 'wall'):.1f}s of which training {mean(ts, 'train_s'):.1f}s "
               f"(fixed costs {mean(ts, 'wall') - mean(ts, 'train_s'):.1f}s); Trainer wall {mean(hf, 'wall'):.1f}s "
               f"of which training {mean(hf, 'train_s'):.1f}s")
+    for name, r in out.items():
+        # The ratio a shape allows on this host: the Trainer trains in fp32, the engine in bf16, both at a fixed
+        # FLOP count a sample (real tokens; padding and everything but the matmuls left out, so a bound)
+        ceiling = peak / r["flops_per_sample"]
+        print(f"{name}: {r['flops_per_sample'] / 1e9:.2f} GFLOP a sample; at the bf16 matmul peak at most "
+              f"{ceiling:.0f} samples/s = {ceiling / mean(r['hf'], 'sps'):.2f}x the Trainer's; tunesmith reached "
+              f"{100 * mean(r['ts'], 'sps') / ceiling:.0f}% of that ceiling")
     if "short" in out:
         ratio = mean(out["short"]["hf"], "wall") / mean(out["short"]["ts"], "wall")
         print(f"target: short whole command >= 2.5x the Trainer's train + predict: "
@@ -289,7 +298,7 @@ def main():
     if unknown:
         sys.exit(f"unknown shape {unknown[0]}; the shapes are: {', '.join(SHAPES)}")
     if a.table_only:
-        shapes_table(shapes, [SEED + i for i in range(a.seeds)], Path(a.data).parent, work, step)
+        shapes_table(shapes, [SEED + i for i in range(a.seeds)], Path(a.data).parent, work, step, peak)
         load1 = os.getloadavg()
         print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
         return
@@ -337,7 +346,7 @@ def main():
                "peak RSS <= Trainer": rss_ts <= rss_hf}
     print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in targets.items()))
     if shapes:
-        shapes_table(shapes, [SEED + i for i in range(a.seeds)], Path(a.data).parent, work, step)
+        shapes_table(shapes, [SEED + i for i in range(a.seeds)], Path(a.data).parent, work, step, peak)
     load1 = os.getloadavg()
     print(f"load average at end: {load1[0]:.2f} {load1[1]:.2f} {load1[2]:.2f}")
 
