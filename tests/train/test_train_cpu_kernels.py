@@ -33,6 +33,27 @@ def test_bf16_copy_rounds_as_torch_casts():
     assert torch.isnan(w16[nan]).all()
 
 
+@compiled
+def test_adamw_without_a_bf16_buffer_steps_the_same_and_writes_no_copy():
+    """Parameters that compute in fp32 (master weights' extras) pass no bf16 buffer: same master and moments."""
+    torch.manual_seed(0)
+    n = 70_000
+    g = torch.randn(n)
+    chunks = np.array([[0, 40_000, 0], [40_000, n, 0]], dtype=np.int64)
+    gp = np.array([g.data_ptr(), g.data_ptr() + 40_000 * 4], dtype=np.uint64)
+    hp = np.array([[0.99, 1e-3, 0.1, 0.999, 0.001, 1.0, 1e-8]], dtype=np.float32)
+    start = torch.randn(n)
+    runs = []
+    for w16 in (torch.full((n,), 7.0, dtype=torch.bfloat16), None):
+        p, m, v = start.clone(), torch.zeros(n), torch.zeros(n)
+        LIB.adamw_f32(gp.ctypes.data, p.data_ptr(), m.data_ptr(), v.data_ptr(), None if w16 is None else w16.data_ptr(),
+                      chunks.ctypes.data, len(chunks), hp.ctypes.data, 1.0)
+        runs.append((p, m, v, w16))
+    (p1, m1, v1, w16), (p2, m2, v2, _) = runs
+    assert not torch.equal(p1, start) and torch.equal(p1, p2) and torch.equal(m1, m2) and torch.equal(v1, v2)
+    assert torch.equal(w16, p1.to(torch.bfloat16))  # with a buffer, the copy is written
+
+
 def _sum_squares(kind, tensors):
     """Over several tensors, split into tasks of at most 50,000 elements, as master weights calls it."""
     rows, ptrs, start = [], [], 0

@@ -69,7 +69,8 @@ class MasterWeights:
         for p, (a, b) in zip(everything, spans):
             p.data = self.f32[a:b].view_as(p)  # same Parameter objects: the optimizer and its state stay valid
         # bf16 copies of the masters only: the extras compute in fp32 (a tied table's copy was 23 MB written a step)
-        self.f16 = self.f32[:self.spans[-1][1] if self.spans else 0].to(torch.bfloat16)
+        self.n_masters = self.spans[-1][1] if self.spans else 0  # elements: the flat buffers' first part
+        self.f16 = self.f32[:self.n_masters].to(torch.bfloat16)
         self.leaves, self.leaf_slots, self.leaf_spans, first_masters, i = [], [], [], [], 0
         for ps, slots in leaves:
             first = ps[0]
@@ -143,7 +144,7 @@ class MasterWeights:
             s.grad = None
         if self.micro:
             if self.g32 is None:  # the Linear weights' part of the flat buffers (extras keep their .grad)
-                self.g32 = torch.empty(self.spans[-1][1] if self.spans else 0)
+                self.g32 = torch.empty(self.n_masters)
             if self.micro == 1:
                 torch.cat([g.reshape(-1) for g in self.held], out=self.g32)
             self.g32.add_(torch.cat([g.reshape(-1) for g in grads]))
