@@ -55,16 +55,14 @@ def bf16_peak() -> float:
     return best
 
 
-def train_flops(sample: Path, epochs: int, maxlen: int = MAXLEN) -> float:
-    """6 x non-embedding parameters x real tokens, plus attention scores (12 x L x H x T^2 per text)."""
-    import pandas as pd
-    from transformers import AutoConfig, AutoTokenizer
+def train_flops(lens: list[int], epochs: int) -> float:
+    """6 x non-embedding parameters x real tokens, plus attention scores (12 x L x H x T^2 per text); `lens`:
+    tokens per text (token_lengths)."""
+    from transformers import AutoConfig
 
     from tunesmith.models.registry import resolve
 
-    path = resolve("minilm")
-    cfg, tok = AutoConfig.from_pretrained(path), AutoTokenizer.from_pretrained(path)
-    lens = [len(x) for x in tok(list(pd.read_csv(sample)["text"]), truncation=True, max_length=maxlen)["input_ids"]]
+    cfg = AutoConfig.from_pretrained(resolve("minilm"))
     h, L, ff = cfg.hidden_size, cfg.num_hidden_layers, cfg.intermediate_size
     per_token = L * (4 * h * h + 2 * h * ff)
     return epochs * sum(6 * per_token * n + 12 * L * h * n * n for n in lens)
@@ -160,15 +158,15 @@ def shape_files(name: str, shared: Path, work: Path) -> tuple[Path, Path]:
     return train, test
 
 
-def mean_tokens(path: Path, maxlen: int) -> float:
+def token_lengths(path: Path, maxlen: int) -> list[int]:
+    """Tokens per text of a CSV's `text` column under minilm's tokenizer, truncated at `maxlen`."""
     import pandas as pd
     from transformers import AutoTokenizer
 
     from tunesmith.models.registry import resolve
 
     tok = AutoTokenizer.from_pretrained(resolve("minilm"))
-    ids = tok(list(pd.read_csv(path)["text"].astype(str)), truncation=True, max_length=maxlen)["input_ids"]
-    return sum(map(len, ids)) / len(ids)
+    return [len(x) for x in tok(list(pd.read_csv(path)["text"].astype(str)), truncation=True, max_length=maxlen)["input_ids"]]
 
 
 def spread(values: list[float], digits: int = 4) -> str:
@@ -207,9 +205,9 @@ def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, s
             h = json.load(open(folder / "trainer.json"))
             r["hf"].append({"wall": wall, "rss": rss, "sps": h["samples_per_second"], "acc": h["accuracy"],
                             "train_s": h["train_seconds"]})
-        r["desc"] = (f"{n_train} rows x {mean_tokens(train, maxlen):.0f} tok, {n_test} test, {epochs} ep, "
-                     f"max len {maxlen}")
-        r["flops_per_sample"] = train_flops(train, 1, maxlen) / n_train
+        lens = token_lengths(train, maxlen)
+        r["desc"] = f"{n_train} rows x {sum(lens) / len(lens):.0f} tok, {n_test} test, {epochs} ep, max len {maxlen}"
+        r["flops_per_sample"] = train_flops(lens, 1) / n_train
         out[name] = r
 
     def mean(rs, k):
@@ -316,7 +314,7 @@ def main():
     head = json.loads((head_out / "metrics.json").read_text())
     pr = json.load(open(work / "predict.json"))
 
-    flops = train_flops(sample, a.epochs)
+    flops = train_flops(token_lengths(sample, MAXLEN), a.epochs)
     sps_ts = ts["train_samples_per_second"]
     mfu = flops / ts["train_seconds"] / peak
     rows = [("training samples/s", f"{hf['samples_per_second']:.1f}", f"{sps_ts:.1f}",

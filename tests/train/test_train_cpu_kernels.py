@@ -34,7 +34,7 @@ def test_bf16_copy_rounds_as_torch_casts():
 
 
 @compiled
-def test_adamw_without_a_bf16_buffer_steps_the_same_and_writes_no_copy():
+def test_adamw_without_a_bf16_buffer_steps_the_same_and_writes_the_copy_only_when_given():
     """Parameters that compute in fp32 (master weights' extras) pass no bf16 buffer: same master and moments."""
     torch.manual_seed(0)
     n = 70_000
