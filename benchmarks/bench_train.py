@@ -198,7 +198,9 @@ def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, s
                              ts_out / "metrics.json")
             m = json.loads((ts_out / "metrics.json").read_text())
             r["ts"].append({"wall": wall, "rss": rss, "sps": m["train_samples_per_second"],
-                            "acc": m["test"]["accuracy"], "train_s": m["train_seconds"]})
+                            "acc": m["test"]["accuracy"], "train_s": m["train_seconds"],
+                            # the run's stages; the rest of the process (imports, report, exit) is wall minus them
+                            "stages": {**m.get("stage_seconds", {}), "imports, report, exit": wall - m["wall_seconds"]}})
             wall, rss = step(f"{name}_s{seed}_trainer", [PY, __file__, "--child", "trainer", "--args", str(train),
                                                          str(test), str(folder), str(epochs), str(maxlen), str(seed)],
                              folder / "trainer.json")
@@ -229,6 +231,8 @@ def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, s
         print(f"{name}: tunesmith wall {mean(ts, 'wall'):.1f}s of which training {mean(ts, 'train_s'):.1f}s "
               f"(fixed costs {mean(ts, 'wall') - mean(ts, 'train_s'):.1f}s); Trainer wall {mean(hf, 'wall'):.1f}s "
               f"of which training {mean(hf, 'train_s'):.1f}s")
+        stages = {k: sum(x["stages"].get(k, 0.0) for x in ts) / len(ts) for k in ts[0]["stages"]}
+        print(f"{name}: tunesmith's stages, s: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     for name, r in out.items():
         # The ratio a shape allows on this host: the Trainer trains in fp32, the engine in bf16, both at a fixed
         # FLOP count a sample (real tokens; padding and everything but the matmuls left out, so a bound)

@@ -203,6 +203,7 @@ def train(
     if said is not None:  # a task with its own summary (sft: before/after and samples)
         out_console.print(said, highlight=False, markup=False)
         out_console.print(f"run folder: {run.path}  ({m.get('train_tokens_per_second', 0):.0f} train tokens/s)")
+        _print_stage_times(m)
         return
     cols = task.summary_columns
     rows = {name: b for name, b in m.get("baselines", {}).items() if isinstance(b, dict)}
@@ -212,6 +213,14 @@ def train(
         out_console.print(m["verdict"])
     out_console.print(f"run folder: {run.path}  ({m.get('train_samples_per_second', 0):.0f} train samples/s, "
                       f"{m.get('wall_seconds', 0):.0f}s wall)")
+    _print_stage_times(m)
+
+
+def _print_stage_times(m: dict) -> None:
+    """Where the run's time went, stage by stage (metrics.json `stage_seconds`), the ones over 0.1 s."""
+    spent = [(k.replace("_", " "), v) for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
+    if spent:
+        out_console.print("time: " + " · ".join(f"{k} {v:.1f}s" for k, v in spent), highlight=False)
 
 
 def _plan(data, config, settings, timed: bool, nproc: int = 1) -> int:

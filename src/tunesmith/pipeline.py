@@ -31,6 +31,24 @@ from tunesmith.train import distributed, shard
 from tunesmith.train.strategies import qlora
 
 
+class StageClock:
+    """Seconds each stage of a run took (metrics.json `stage_seconds`, the command's last lines, the tracker).
+
+    Why: on small data the fixed costs around training (audit, baselines, probe start, test scoring) are
+    a third of a run (docs/performance.md); a user sees where their time went, and bench_train.py reads
+    the split from here instead of from a profiler (which itself adds ~50%)."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        """Charge the time since the previous lap to `stage`."""
+        now = time.perf_counter()
+        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 3)
+        self._last = now
+
+
 # ---- stage: the recipe and the task ------------------------------------------------------------------------------
 def resolve_recipe(train_path, config, resume, settings) -> Recipe:
     if config:
@@ -121,6 +139,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     main = distributed.is_main()  # under --nproc only rank 0 reports and writes the run folder
     on_event = (on_event or (lambda *a, **k: None)) if main else (lambda *a, **k: None)
     t_start = time.perf_counter()
+    clock = StageClock()
     recipe = resolve_recipe(train_path, config, resume, settings)
     if prepared is not None:  # tune: the data was read once, its task decided then
         recipe = recipe.model_copy(update={"task": prepared.task})
@@ -140,6 +159,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
 
     # stage: prepare data
     task, recipe, data = task_for_data(task_cls, recipe.model_copy(update={"out": str(out)}), on_event, prepared)
+    clock.lap("prepare")
 
     # stage: audit
     audit_report = audit_summary = None
@@ -149,6 +169,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     elif recipe.audit and prepared is None and main:  # tune audits once, not per trial
         audit_report = task.audit(recipe, data, on_event)
         audit_summary = audit_report.summary() if audit_report is not None else None
+    clock.lap("audit")
 
     # stage: model and token ids
     recipe, model, tok, model_path, device, bf16, enc = load_and_encode(task, recipe, data, on_event, memo)
@@ -166,6 +187,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
                        f"{task.describe()}model {recipe.model}, strategy {recipe.strategy}, "
                        f"{'bf16' if bf16 else 'fp32'} on {device.type}")
     ckpt = artifact(out, "checkpoint") if main else out / "checkpoint"
+    clock.lap("load")  # the model, the token ids and the recorded recipe
 
     # stage: baselines, on the untouched model (kept so a resumed run does not measure them again; JSON,
     # so reading it back runs no code)
@@ -180,13 +202,16 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
             if baselines:
                 ckpt.mkdir(parents=True, exist_ok=True)
                 write_json(ckpt / BASELINES, baselines)
+    clock.lap("baselines")
 
     # stage: fit
     if not (resume and (ckpt / "last.pt").exists()):
         task.before_fit(model, tok, enc, recipe, device, bf16, on_event, memo=memo, model_path=model_path)
     model = task.apply_strategy(model, recipe)
+    clock.lap("before_fit")
     result = task.fit(model, tok, enc, recipe, device=device, bf16=bf16, ckpt_dir=ckpt, resume=resume,
                       on_event=on_event, stop=stop)
+    clock.lap("fit")
     if not main:
         return Run(out, {}, recipe.model_dump(mode="json"))
 
@@ -199,6 +224,7 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
                   model.merge_and_unload())
     merged = task.finalize_model(merged)
     save_model(merged, tok, artifact(out, "model"))
+    clock.lap("save")
 
     # stage: measure
     metrics = {"task": task.name, **({"labels": task.labels} if task.labels else {})}
@@ -211,6 +237,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     if result.train_tokens:
         metrics["train_tokens_per_second"] = round(result.train_tokens / max(result.train_seconds, 1e-9), 1)
     arrays = task.measure(metrics, merged, tok, enc, data, recipe, baselines, device, bf16, on_event)
+    clock.lap("measure")
+    metrics["stage_seconds"] = clock.seconds  # the report and the tracker after metrics.json are not in it
     metrics["wall_seconds"] = round(time.perf_counter() - t_start, 3)
 
     # stage: write results

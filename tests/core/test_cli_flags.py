@@ -127,3 +127,11 @@ def test_bad_flag_value_is_one_line_naming_the_field(args, field, toy_csv, tmp_p
 def test_a_non_number_is_refused_by_the_parser(toy_csv, tmp_path):
     r = CliRunner().invoke(cli.app, ["train", str(toy_csv), "--epochs", "many", "--out", str(tmp_path / "r")])
     assert r.exit_code == 2 and "--epochs" in r.output and not (tmp_path / "r").exists()
+
+
+def test_the_last_lines_say_where_the_time_went(capsys):
+    """`time:` lists the stages of metrics.json's stage_seconds over 0.1 s, in the order they ran."""
+    cli._print_stage_times({"stage_seconds": {"audit": 1.31, "load": 0.04, "before_fit": 0.8, "fit": 10.62}})
+    assert capsys.readouterr().out.strip() == "time: audit 1.3s · before fit 0.8s · fit 10.6s"
+    cli._print_stage_times({})  # a run from before stage times: no line
+    assert capsys.readouterr().out == ""

@@ -28,6 +28,12 @@ def test_run_folder_contents_and_pipeline_label_names(toy_csv, tiny_models, tmp_
         assert key in m["test"] and key in m["validation"]
     assert len(m["history"]) == 2 and {"train_loss", "val_loss", "val_macro_f1"} <= set(m["history"][0])
     assert m["train_seconds"] > 0 and m["train_samples_per_second"] > 0
+    # where the time went, stage by stage, in the order they ran; they add up to the wall time measured
+    st = m["stage_seconds"]
+    assert list(st) == ["prepare", "audit", "load", "baselines", "before_fit", "fit", "save", "measure"]
+    assert min(st.values()) >= 0 and st["fit"] >= m["train_seconds"] > 0
+    assert abs(sum(st.values()) - m["wall_seconds"]) < 0.05  # each rounded to 1 ms
+    assert "Time by stage: " in (run.path / "report.html").read_text()
     doc = yaml.safe_load((run.path / "recipe.yaml").read_text())
     assert doc["recipe"]["max_length"] == 128 and doc["recipe"]["strategy"] == "full"
     assert doc["provenance"]["data"]["train"]["sha256"].startswith("sha256:")

@@ -26,7 +26,7 @@ def test_multilabel_analysis_renders_report_and_card():
     doc = {"recipe": {"model": "minilm", "strategy": "lora", "train": "data/x/train.csv"},
            "provenance": {"data": {"train": {"path": "train.csv", "sha256": "ab" * 32}}, "rows": {"train": 1}}}
     page, text = task.report("ml", m, doc, None)  # what pipeline.write_report writes for a multilabel run
-    assert page.count("data:image/png;base64,") >= 4 and "micro-F1" in page and "Confusion" not in page
+    assert page.count("data:image/svg+xml;base64,") >= 4 and "micro-F1" in page and "Confusion" not in page
     meta = yaml.safe_load(text.split("---\n")[1])
     assert meta["base_model"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert {x["type"] for x in meta["model-index"][0]["results"][0]["metrics"]} == {"accuracy", "macro_f1", "micro_f1"}

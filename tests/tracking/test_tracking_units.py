@@ -30,12 +30,14 @@ def test_metrics_keep_numbers_intervals_and_epochs():
     m = {"test": {"accuracy": 0.5, "n": 24, "ci95": {"accuracy": [0.4, 0.6]}}, "baselines": {"majority": {"macro_f1": 0.2}},
          "comparison": {"diff": -0.1, "ci95": [-0.2, 0.05], "significant": False, "baseline": "majority"},
          "retention": {"kind": "linear_cka", "cka": 0.9}, "wall_seconds": 3.0, "best_epoch": None,
+         "stage_seconds": {"audit": 0.5, "fit": 2.0},
          "history": [{"epoch": 1, "train_loss": 2.0, "val_loss": float("nan"), "epoch_seconds": 1.5},
                      {"epoch": 2, "train_loss": 1.0, "epoch_seconds": 1.5}]}
     f = flatten.final_metrics(m)
     assert f["test.ci95.accuracy.low"] == 0.4 and f["test.ci95.accuracy.high"] == 0.6 and f["test.n"] == 24
     assert f["baseline.majority.macro_f1"] == 0.2 and f["retention.cka"] == 0.9 and f["wall_seconds"] == 3.0
     assert "comparison.significant" not in f and "best_epoch" not in f
+    assert f["seconds.audit"] == 0.5 and f["seconds.fit"] == 2.0
     h = flatten.history_metrics(m["history"])
     assert ("train_loss", 2.0, 1, 1.5) in h and ("train_loss", 1.0, 2, 3.0) in h
     assert not [r for r in h if r[0] == "val_loss"]  # NaN is no number to plot

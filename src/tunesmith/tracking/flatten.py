@@ -83,7 +83,7 @@ def numbers(doc: dict, prefix: str) -> dict[str, float]:
 # bins, audit rows, samples) are in metrics.json itself, which is logged as an artifact.
 FINAL_SECTIONS = {"test": "test.", "validation": "validation.", "baselines": "baseline.", "retention": "retention.",
                   "comparison": "comparison.", "calibration": "calibration.", "per_class": "per_class.",
-                  "overfitting": "overfitting."}
+                  "overfitting": "overfitting.", "stage_seconds": "seconds."}
 FINAL_SCALARS = ("best_epoch", "train_seconds", "train_samples_per_second", "train_tokens_per_second",
                  "wall_seconds")
 

@@ -8,7 +8,7 @@ import yaml
 
 from tunesmith.report import charts
 from tunesmith.report.card import _base_model
-from tunesmith.report.html import audit_section, fmt, img, page, table
+from tunesmith.report.html import audit_section, fmt, img, page, stage_times, table
 from tunesmith.tasks.embedding.metrics import MAIN, RETRIEVAL
 
 
@@ -46,7 +46,7 @@ def render_html(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
     s += ["<section><h2>Training</h2>", img(charts.learning_curves(m.get("history", []), recipe.get("metric", "")),
                                             "learning curves"),
           f'<p>Best epoch kept: {m.get("best_epoch")}; stopped early: {m.get("stopped_early")}; '
-          f'{m.get("train_samples_per_second", 0):.0f} training rows/s.</p></section>', _retention(m.get("retention")),
+          f'{m.get("train_samples_per_second", 0):.0f} training rows/s.{stage_times(m)}</p></section>', _retention(m.get("retention")),
           audit_section(audit)]
     return page(name, s, recipe_doc)
 

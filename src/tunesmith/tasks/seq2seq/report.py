@@ -10,7 +10,7 @@ import yaml
 
 from tunesmith.report import charts
 from tunesmith.report.card import _base_model
-from tunesmith.report.html import audit_section, fmt, img, page, table
+from tunesmith.report.html import audit_section, fmt, img, page, stage_times, table
 from tunesmith.tasks.seq2seq.metrics import METRICS, NAMES
 
 ROWS = {"copy_source": "copy the source", "zero_shot": "untouched model (zero-shot)",
@@ -61,7 +61,7 @@ def render_html(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
           f'<p>Best epoch kept: {m.get("best_epoch")}; stopped early: {m.get("stopped_early")}; '
           f'{m.get("train_tokens_per_second", 0):.0f} train tokens/s.'
           + (f" Validation chrF (greedy) by epoch: {escape(vals)}." if vals else "")
-          + f' Texts over --max-length, cut: {escape(str(m.get("data", {}).get("cut", {})))}.</p></section>']
+          + f' Texts over --max-length, cut: {escape(str(m.get("data", {}).get("cut", {})))}.{stage_times(m)}</p></section>']
     rows = m.get("samples", [])
     if rows:
         body, classes = [], []

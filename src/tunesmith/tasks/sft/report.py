@@ -8,7 +8,7 @@ import yaml
 
 from tunesmith.report import charts
 from tunesmith.report.card import _base_model
-from tunesmith.report.html import fmt, img, page, table
+from tunesmith.report.html import fmt, img, page, stage_times, table
 
 COLS = [("loss", "held-out loss"), ("perplexity", "perplexity"), ("rouge_l", "ROUGE-L"),
         ("stop_rate", "stop rate"), ("mean_new_tokens", "mean new tokens"), ("exact_match", "exact match")]
@@ -44,7 +44,7 @@ def render_html(name: str, m: dict, recipe_doc: dict) -> str:
          "<section><h2>Training</h2>", img(charts.learning_curves(m.get("history", []), "none"), "loss curves"),
          f'<p>Best epoch kept: {m.get("best_epoch")}; stopped early: {m.get("stopped_early")}; '
          f'{m.get("train_tokens_per_second", 0):.0f} train tokens/s. Rows over --max-length: '
-         f'{escape(str(m.get("data", {}).get("train", {})))}.</p></section>']
+         f'{escape(str(m.get("data", {}).get("train", {})))}.{stage_times(m)}</p></section>']
     samples = m.get("samples", [])
     if samples:
         head = ["prompt", "reference", "base model"] + (["retrieval few-shot"] if "few_shot" in samples[0] else []) + \

@@ -10,7 +10,7 @@ import yaml
 from tunesmith.evaluate.verdict import baseline_name
 from tunesmith.report import charts
 from tunesmith.report.card import _base_model
-from tunesmith.report.html import audit_section, fmt, img, page, table
+from tunesmith.report.html import audit_section, fmt, img, page, stage_times, table
 
 COLS = ("precision", "recall", "f1", "token_accuracy")
 NAMES = {"precision": "entity precision", "recall": "entity recall", "f1": "entity F1",
@@ -72,7 +72,7 @@ def render_html(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
     s += ["<section><h2>Training</h2>", img(charts.learning_curves(m.get("history", []), "f1"), "learning curves"),
           f'<p>Best epoch kept: {m.get("best_epoch")}; stopped early: {m.get("stopped_early")}; '
           f'{m.get("train_samples_per_second", 0):.0f} train sentences/s. Sentences over --max-length read in '
-          f'windows: {escape(", ".join(f"{k} {v}" for k, v in win.items()) or "none")}.</p></section>']
+          f'windows: {escape(", ".join(f"{k} {v}" for k, v in win.items()) or "none")}.{stage_times(m)}</p></section>']
     r = m.get("retention")
     if r and r.get("kind") == "linear_cka":
         s.append(f'<section><h2>Knowledge retention</h2><p>Linear CKA between the base and fine-tuned encoder on '
