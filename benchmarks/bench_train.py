@@ -329,7 +329,7 @@ def main():
             ("test macro-F1", f"{hf['macro_f1']:.4f}", f"{ts['test']['macro_f1']:.4f}",
              f"{100 * (ts['test']['macro_f1'] - hf['macro_f1']):+.2f} pt"),
             ("peak RSS MiB", f"{rss_hf:.0f}", f"{rss_ts:.0f}", f"{rss_ts / rss_hf:.2f}x")]
-    print(f"\n| full fine-tuning | HF Trainer (fp32) | tunesmith | ratio |\n|---|---|---|---|")
+    print("\n| full fine-tuning | HF Trainer (fp32) | tunesmith | ratio |\n|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(r) + " |")
     print("\ntunesmith samples/s by epoch (the first includes one-time kernel set-up for each new shape): "

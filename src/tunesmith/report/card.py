@@ -40,7 +40,6 @@ def front_matter(name: str, m: dict, recipe: dict) -> dict:
 def render(name: str, m: dict, recipe_doc: dict, audit=None) -> str:
     recipe, prov = recipe_doc.get("recipe", {}), recipe_doc.get("provenance", {})
     t = m.get("test", {})
-    ci = t.get("ci95", {})
     cols = [c for c in ("accuracy", "macro_f1", "micro_f1") if isinstance(t.get(c), float)]
     L = ["---", yaml.safe_dump(front_matter(name, m, recipe), sort_keys=False, allow_unicode=True).strip(), "---", "",
          f"# {name}", "",

@@ -66,7 +66,7 @@ def _retention(r: dict | None) -> str:
 
 def render_card(name: str, m: dict, recipe_doc: dict) -> str:
     recipe = recipe_doc.get("recipe", {})
-    t, cols = m.get("test", {}), _cols(m)
+    cols = _cols(m)
     front = {"library_name": "sentence-transformers", "pipeline_tag": "sentence-similarity",
              "tags": ["tunesmith", "sentence-transformers", "feature-extraction", str(recipe.get("strategy"))]}
     base = _base_model(recipe.get("model", ""))
