@@ -231,7 +231,8 @@ def shapes_table(names: list[str], seeds: list[int], shared: Path, work: Path, s
         print(f"{name}: tunesmith wall {mean(ts, 'wall'):.1f}s of which training {mean(ts, 'train_s'):.1f}s "
               f"(fixed costs {mean(ts, 'wall') - mean(ts, 'train_s'):.1f}s); Trainer wall {mean(hf, 'wall'):.1f}s "
               f"of which training {mean(hf, 'train_s'):.1f}s")
-        stages = {k: sum(x["stages"].get(k, 0.0) for x in ts) / len(ts) for k in ts[0]["stages"]}
+        keys = list(dict.fromkeys(k for x in ts for k in x["stages"]))  # a run kept from before may lack some
+        stages = {k: sum(x["stages"].get(k, 0.0) for x in ts) / len(ts) for k in keys}
         print(f"{name}: tunesmith's stages, s: " + ", ".join(f"{k} {v:.1f}" for k, v in stages.items()))
     for name, r in out.items():
         # The ratio a shape allows on this host: the Trainer trains in fp32, the engine in bf16, both at a fixed

@@ -220,7 +220,9 @@ def _print_stage_times(m: dict) -> None:
     """Where the run's time went, stage by stage (metrics.json `stage_seconds`), the ones over 0.1 s."""
     spent = [(k.replace("_", " "), v) for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
     if spent:
-        out_console.print("time: " + " · ".join(f"{k} {v:.1f}s" for k, v in spent), highlight=False)
+        since = " (since the resume)" if m.get("resumed") else ""
+        out_console.print(f"time{since}: " + " · ".join(f"{k} {v:.1f}s" for k, v in spent), highlight=False,
+                          soft_wrap=True)  # one line, also when piped (rich wraps at 80 columns)
 
 
 def _plan(data, config, settings, timed: bool, nproc: int = 1) -> int:

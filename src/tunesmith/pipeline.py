@@ -239,6 +239,8 @@ def train(train_path: str | None = None, *, config: str | None = None, resume: b
     arrays = task.measure(metrics, merged, tok, enc, data, recipe, baselines, device, bf16, on_event)
     clock.lap("measure")
     metrics["stage_seconds"] = clock.seconds  # the report and the tracker after metrics.json are not in it
+    if resume:  # this process's stages only (train_seconds adds up every session's training)
+        metrics["resumed"] = True
     metrics["wall_seconds"] = round(time.perf_counter() - t_start, 3)
 
     # stage: write results

@@ -133,5 +133,7 @@ def test_the_last_lines_say_where_the_time_went(capsys):
     """`time:` lists the stages of metrics.json's stage_seconds over 0.1 s, in the order they ran."""
     cli._print_stage_times({"stage_seconds": {"audit": 1.31, "load": 0.04, "before_fit": 0.8, "fit": 10.62}})
     assert capsys.readouterr().out.strip() == "time: audit 1.3s · before fit 0.8s · fit 10.6s"
+    cli._print_stage_times({"stage_seconds": {"fit": 0.5, "measure": 0.3}, "resumed": True})
+    assert capsys.readouterr().out.strip() == "time (since the resume): fit 0.5s · measure 0.3s"
     cli._print_stage_times({})  # a run from before stage times: no line
     assert capsys.readouterr().out == ""

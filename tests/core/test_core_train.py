@@ -60,6 +60,7 @@ def test_interrupted_run_resumes_to_identical_metrics(toy_csv, tiny_models, tmp_
     assert not (tmp_path / "part" / "metrics.json").exists()
     resumed = tunesmith.train(resume=True, out=str(tmp_path / "part"))
     assert resumed.metrics["test"] == full.metrics["test"]
+    assert resumed.metrics["resumed"] is True and "resumed" not in full.metrics  # its stage_seconds: this process
     assert [h["train_loss"] for h in resumed.metrics["history"]] == [h["train_loss"] for h in full.metrics["history"]]
 
 

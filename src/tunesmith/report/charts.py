@@ -18,13 +18,14 @@ from tunesmith.evaluate.verdict import baseline_name, metric_name  # noqa: E402
 
 BLUE, GREY, ORANGE, RED = "#2563eb", "#9ca3af", "#f59e0b", "#dc2626"
 plt.rcParams.update({"font.size": 10, "axes.spines.top": False, "axes.spines.right": False,
-                     "axes.titleweight": "bold", "axes.titlesize": 11,
-                     "svg.fonttype": "none", "svg.hashsalt": "tunesmith"})  # text as text; same page, same bytes
+                     "axes.titleweight": "bold", "axes.titlesize": 11})
+SVG = {"svg.fonttype": "none", "svg.hashsalt": "tunesmith"}  # text as text; same charts, same bytes
 
 
 def svg(fig) -> str:
     buf = io.BytesIO()
-    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    with plt.rc_context(SVG):  # these charts only: other SVGs in the process (the audit's) keep their settings
+        fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode()
 

@@ -46,7 +46,8 @@ def fmt(v, ci=None) -> str:
 def stage_times(m: dict) -> str:
     """' Time by stage: audit 1.3 s, ... (wall 19 s).' from metrics.json's stage_seconds; '' without them."""
     spent = [f"{escape(k.replace('_', ' '))} {v:.1f} s" for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
-    return f" Time by stage: {', '.join(spent)} (wall {m.get('wall_seconds', 0):.0f} s)." if spent else ""
+    since = ", since the resume" if m.get("resumed") else ""
+    return f" Time by stage: {', '.join(spent)} (wall {m.get('wall_seconds', 0):.0f} s{since})." if spent else ""
 
 
 def table(head: list[str], rows: list[list[str]], classes: list[str] | None = None) -> str:
