@@ -218,7 +218,9 @@ def train(
 
 def _print_stage_times(m: dict) -> None:
     """Where the run's time went, stage by stage (metrics.json `stage_seconds`), the ones over 0.1 s."""
-    spent = [(k.replace("_", " "), v) for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
+    from tunesmith.report.html import stages_shown  # loaded already: the run just wrote its report
+
+    spent = stages_shown(m)
     if spent:
         since = " (since the resume)" if m.get("resumed") else ""
         out_console.print(f"time{since}: " + " · ".join(f"{k} {v:.1f}s" for k, v in spent), highlight=False,

@@ -43,9 +43,9 @@ class StageClock:
         self._last = time.perf_counter()
 
     def lap(self, stage: str) -> None:
-        """Charge the time since the previous lap to `stage`."""
+        """Charge the time since the previous lap to `stage` (each stage is lapped once)."""
         now = time.perf_counter()
-        self.seconds[stage] = round(self.seconds.get(stage, 0.0) + now - self._last, 3)
+        self.seconds[stage] = round(now - self._last, 3)
         self._last = now
 
 

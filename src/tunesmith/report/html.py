@@ -43,9 +43,14 @@ def fmt(v, ci=None) -> str:
     return s + (f' <span class="sub">[{ci[0]:.3f}, {ci[1]:.3f}]</span>' if ci else "")
 
 
+def stages_shown(m: dict) -> list[tuple[str, float]]:
+    """(stage, seconds) of metrics.json's stage_seconds worth showing (0.1 s or more), in the order they ran."""
+    return [(k.replace("_", " "), v) for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
+
+
 def stage_times(m: dict) -> str:
     """' Time by stage: audit 1.3 s, ... (wall 19 s).' from metrics.json's stage_seconds; '' without them."""
-    spent = [f"{escape(k.replace('_', ' '))} {v:.1f} s" for k, v in (m.get("stage_seconds") or {}).items() if v >= 0.1]
+    spent = [f"{escape(k)} {v:.1f} s" for k, v in stages_shown(m)]
     since = ", since the resume" if m.get("resumed") else ""
     return f" Time by stage: {', '.join(spent)} (wall {m.get('wall_seconds', 0):.0f} s{since})." if spent else ""
 
