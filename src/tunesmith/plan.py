@@ -98,7 +98,7 @@ def table(r: dict):
         t.add_row("bf16 compute copies (CPU engine)", gib(r["compute_copies"]))
     t.add_row(f"activations at --batch-size {r['batch']} x {r['length']} tokens (longest)",
               f"{gib(r['activations'])} ({gib(r['act_per_row'])} a row)")
-    t.add_row("backward transient", gib(2 * r["act_largest"]))
+    t.add_row("backward transient", gib(r["transient"]))
     t.add_row("[bold]predicted peak[/bold]", f"[bold]{gib(r['peak'])}[/bold]")
     t.add_row(f"memory ({r['available_from']})", gib(r["available"]) if r["available"] else "unknown")
     t.add_row("fits", "yes" if r["fits"] else "[red]no[/red]")

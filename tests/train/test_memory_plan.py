@@ -22,7 +22,7 @@ def test_budget_arithmetic_and_advice():
     b = memory.Budget(params=100, trainable=100, batch=32, length=128, held=1000, weights=400, gradients=400,
                       optimizer=800, compute_copies=0, act_fixed=100, act_per_row=1000, act_largest=3200,
                       available=10_000, available_from="test", device="cpu")
-    assert b.activations == 100 + 32 * 1000 and b.peak == 1000 + 400 + 800 + 32_100 + 6400 and not b.fits
+    assert b.activations == 100 + 32 * 1000 and b.peak == 1000 + 400 + 800 + 32_100 + 4 * 3200 and not b.fits
     small = b.at(batch=4)
     assert small.activations == 4100 and small.act_largest == 400 and small.fits
     assert memory.advice(b, layers=12)[0] == "--batch-size 4 --grad-accum 8 (same effective batch)"

@@ -69,6 +69,42 @@ def test_attention_route_in_bf16_on_fused_qkv_views_and_a_new_mask_each_forward(
             torch.testing.assert_close(out.float(), ref, rtol=0.02, atol=0.02)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_attention_keeps_probs_only_with_the_same_gradients(dtype):
+    """The dropped probabilities are drawn again in the backward instead of stored: the output and every
+    gradient equal autograd's on bmm(dropout(probs), v), bit for bit, and one (B*H, T, T) tensor fewer is saved."""
+    from tunesmith.train.memory import saved_bytes
+
+    torch.manual_seed(0)
+    q0, k0, v0 = (torch.randn(2, 3, 24, 8, dtype=dtype) for _ in range(3))
+    assert 2 * 3 * 24 * 24 >= fast_dropout.SMALL
+    module = torch.nn.Module()
+    module.is_causal = False
+
+    def ours():
+        out, _ = fast_dropout.attention(module, q, k, v, None, dropout=0.2)
+        return out
+
+    def stored():
+        probs = torch.softmax(torch.bmm(q.reshape(6, 24, 8), k.reshape(6, 24, 8).transpose(1, 2)) * 8 ** -0.5, -1)
+        out = torch.bmm(fast_dropout._dropout(probs, 0.2), v.reshape(6, 24, 8)).view(2, 3, 24, 8)
+        return out.transpose(1, 2).contiguous()
+
+    results = []
+    for f in (ours, stored):
+        q, k, v = (t.clone().requires_grad_() for t in (q0, k0, v0))
+        torch.manual_seed(1)
+        saved = saved_bytes(f, [])[0]
+        torch.manual_seed(1)
+        out = f()
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape).to(dtype))
+        results.append((saved, out.detach(), q.grad, k.grad, v.grad))
+    (s1, *a), (s2, *b) = results
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    assert s2 - s1 == 6 * 24 * 24 * torch.finfo(dtype).bits // 8  # the dropped probabilities
+
+
 def test_enabled_patches_and_restores(tiny_models):
     from transformers import AutoModelForSequenceClassification
 

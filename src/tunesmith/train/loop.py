@@ -189,8 +189,9 @@ def fit(model, steps, recipe, *, device: torch.device, bf16: bool, ckpt_dir: Pat
 
 def memory_budget(model, steps, batch: int, device, bf16: bool, engine) -> "memory.Budget":
     """train/memory.estimate with what the CPU engine will keep (tunesmith plan shows it, check_memory checks it)."""
-    return memory.estimate(model, steps, batch, device, bf16,
-                           copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
+    with engine.measuring(model):
+        return memory.estimate(model, steps, batch, device, bf16,
+                               copies=engine.keeps_copies(model, masters=getattr(steps, "masters", True)))
 
 
 def process_budget(model, steps, recipe, device, bf16: bool, engine, world: int) -> "memory.Budget":

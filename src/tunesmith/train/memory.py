@@ -10,10 +10,13 @@ does not grow with the batch (autocast's bf16 weight copies); the batch's activa
 them. The rest is arithmetic on parameter counts: gradients and AdamW's two moments in fp32 for what trains,
 bf16 compute copies where the CPU engine keeps them. The peak is what the process holds now (the interpreter,
 libraries, the data and the fp32 weights: measured, so nothing is guessed) plus those, plus a backward
-transient of twice the largest saved tensor (its gradient beside it). Against the peak RSS that training then
-measured (README, "Planning"): 0.81-1.11 of it over minilm full/LoRA at batch 16 and 64 and smollm2
+transient of four times the largest saved tensor (Budget.transient). Against the peak RSS that training then
+measured (README, "Planning"; when the transient counted two): 0.81-1.11 of it over minilm full/LoRA at batch 16 and 64 and smollm2
 full/LoRA at batch 4 and 8; short most on smollm2 LoRA (0.81-0.84), where the allocator keeps what the
-backward frees.
+backward frees. The forwards run in the engine's training attention (`engine.measuring`): measured through
+SDPA's math path instead, minilm at 512 tokens was predicted at 11.2 GiB against 6.8 GiB held while its
+steps ran; now 4.6 against 5.4 (0.85), and 0.75 of the whole run's peak RSS (6.4 GB: glibc keeps freed blocks
+while mmap is off, accel/cpu_malloc.py).
 """
 from __future__ import annotations
 
@@ -26,6 +29,7 @@ import torch
 from tunesmith.accel import master_weights
 
 MIB = 1 << 20
+TRANSIENT = 4  # largest saved tensors' worth of backward buffers (Budget.transient)
 
 
 def rss_bytes() -> int:
@@ -134,9 +138,16 @@ class Budget:
         return self.act_fixed + self.batch * self.act_per_row
 
     @property
+    def transient(self) -> int:
+        """The backward's buffers beside what is saved: an attention map's gradient, dropout's and softmax's
+        backward outputs and the cached additive mask, each the size of the largest saved tensor at long
+        lengths. Counted as two, minilm at 512 tokens was predicted at 0.69 of its run's peak RSS, now 0.75."""
+        return TRANSIENT * self.act_largest
+
+    @property
     def training_peak(self) -> int:
         return (self.held + self.gradients + self.optimizer + self.compute_copies + self.activations
-                + 2 * self.act_largest)
+                + self.transient)
 
     @property
     def peak(self) -> int:
@@ -155,7 +166,8 @@ class Budget:
         return Budget(**d)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "activations": self.activations, "training_peak": self.training_peak,
+        return {**asdict(self), "activations": self.activations, "transient": self.transient,
+                "training_peak": self.training_peak,
                 "peak": self.peak, "fits": self.fits}
 
 
