@@ -129,7 +129,7 @@ print(seen())
 @pytest.mark.skipif(cpu_kernels.lib() is None, reason="needs the compiled CPU kernels (a C compiler)")
 def test_the_memory_estimate_runs_the_attention_training_runs(tiny_models):
     """The plan's saved-tensor count runs inside the engine's training attention: through SDPA's math path
-    instead, it counted 2.4x what minilm's training keeps at 512 tokens."""
+    instead, it counted 3.7x what minilm's training keeps at 512 tokens."""
     from transformers import AutoModelForSequenceClassification
 
     model = AutoModelForSequenceClassification.from_pretrained(str(tiny_models["bert"]), num_labels=3,

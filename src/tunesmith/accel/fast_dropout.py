@@ -21,6 +21,7 @@ import contextlib
 import functools
 
 import torch
+from torch.autograd.function import once_differentiable
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface, sdpa_mask
@@ -98,7 +99,8 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
         bias, q, k.transpose(1, 2), alpha=scale)
     probs = torch.softmax(scores, dim=-1)
     v = value.reshape(b * h, kv_len, d)
-    if probs.numel() < SMALL or probs.dtype not in (torch.bfloat16, torch.float32):
+    if (probs.numel() < SMALL or probs.dtype not in (torch.bfloat16, torch.float32) or v.dtype != probs.dtype
+            or dropout >= 1.0):
         out = torch.bmm(_dropout(probs, dropout), v)
     else:
         out = _DroppedProbsTimesV.apply(probs, v, dropout)
@@ -121,11 +123,12 @@ class _DroppedProbsTimesV(torch.autograd.Function):
         return torch.bmm(_apply(probs, p, seed), v)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad):
         probs, v = ctx.saved_tensors
-        dropped = _apply(probs, ctx.p, ctx.seed)
-        grad_v = torch.bmm(dropped.transpose(1, 2), grad) if ctx.needs_input_grad[1] else None
-        del dropped
+        grad_v = None
+        if ctx.needs_input_grad[1]:
+            grad_v = torch.bmm(_apply(probs, ctx.p, ctx.seed).transpose(1, 2), grad)
         grad_probs = _apply(torch.bmm(grad, v.transpose(1, 2)), ctx.p, ctx.seed) if ctx.needs_input_grad[0] else None
         return grad_probs, grad_v, None
 

@@ -15,7 +15,7 @@ measured (README, "Planning"; when the transient counted two): 0.81-1.11 of it o
 full/LoRA at batch 4 and 8; short most on smollm2 LoRA (0.81-0.84), where the allocator keeps what the
 backward frees. The forwards run in the engine's training attention (`engine.measuring`): measured through
 SDPA's math path instead, minilm at 512 tokens was predicted at 11.2 GiB against 6.8 GiB held while its
-steps ran; now 4.6 against 5.4 (0.85), and 0.75 of the whole run's peak RSS (6.4 GB: glibc keeps freed blocks
+steps ran; now 4.6 against 5.4 (0.85), and 0.75 of the whole run's peak RSS (6.2 GiB: glibc keeps freed blocks
 while mmap is off, accel/cpu_malloc.py).
 """
 from __future__ import annotations
