@@ -51,7 +51,7 @@ class _Dropout(torch.autograd.Function):
     # Only the seed is kept for the backward: the mask is drawn again instead of stored.
     @staticmethod
     def forward(ctx, x, p):
-        ctx.p, ctx.seed = p, int(torch.randint(0, 2**62, (1,)))
+        ctx.p, ctx.seed = p, _new_seed()
         return _apply(x, p, ctx.seed)
 
     @staticmethod
@@ -59,13 +59,23 @@ class _Dropout(torch.autograd.Function):
         return _apply(grad, ctx.p, ctx.seed), None
 
 
+def _new_seed() -> int:
+    """A call's seed, from torch's RNG: `torch.manual_seed` and resume (which restores it) stay exact."""
+    return int(torch.randint(0, 2**62, (1,)))
+
+
 SMALL = 1 << 10  # below this many elements torch's own dropout is cheaper than a kernel call (~12 us)
+
+
+def _bulk(x: torch.Tensor, p: float) -> bool:
+    """Whether dropout of `x` at rate p takes the compiled kernel rather than torch's."""
+    return p < 1.0 and x.numel() >= SMALL and x.dtype in (torch.bfloat16, torch.float32)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if not training or p == 0.0:
         return x
-    if p >= 1.0 or x.numel() < SMALL or x.dtype not in (torch.bfloat16, torch.float32):
+    if not _bulk(x, p):
         return torch.nn.functional.dropout(x, p, True)
     return _Dropout.apply(x, p)
 
@@ -99,11 +109,10 @@ def attention(module, query, key, value, attention_mask, dropout: float = 0.0, s
         bias, q, k.transpose(1, 2), alpha=scale)
     probs = torch.softmax(scores, dim=-1)
     v = value.reshape(b * h, kv_len, d)
-    if (probs.numel() < SMALL or probs.dtype not in (torch.bfloat16, torch.float32) or v.dtype != probs.dtype
-            or dropout >= 1.0):
-        out = torch.bmm(_dropout(probs, dropout), v)
-    else:
+    if _bulk(probs, dropout) and v.dtype == probs.dtype:
         out = _DroppedProbsTimesV.apply(probs, v, dropout)
+    else:
+        out = torch.bmm(_dropout(probs, dropout), v)
     return out.view(b, h, q_len, d).transpose(1, 2).contiguous(), None
 
 
@@ -111,16 +120,16 @@ class _DroppedProbsTimesV(torch.autograd.Function):
     """bmm(dropout(probs), v), keeping for the backward only what softmax keeps anyway (probs, the same
     storage) and the seed: the dropped probabilities are drawn again instead of stored. Saves one
     (B*H, T, T) tensor a layer: MiniLM at 512 tokens, 109 -> 71 MiB a row of activations (a third). The extra
-    dropout pass in the backward: the attention's forward and backward 2.85 -> 3.06 ms at 20 tokens, batch 32;
-    a whole step unchanged within noise (164.3 / 158.3 ms; docs/performance.md). Same arithmetic as autograd's BmmBackward
-    on the stored tensor, so gradients are bit-identical (tests/train/test_train_fast_paths.py)."""
+    dropout pass in the backward: the attention's forward and backward 2.85 -> 3.06 ms at 20 tokens, batch
+    32; a whole step unchanged within noise (164.3 / 158.3 ms; docs/performance.md). Same arithmetic as
+    autograd's BmmBackward on the stored tensor, so gradients are bit-identical
+    (tests/train/test_train_fast_paths.py)."""
 
     @staticmethod
     def forward(ctx, probs, v, p):
-        seed = int(torch.randint(0, 2**62, (1,)))
-        ctx.p, ctx.seed = p, seed
+        ctx.p, ctx.seed = p, _new_seed()
         ctx.save_for_backward(probs, v)
-        return torch.bmm(_apply(probs, p, seed), v)
+        return torch.bmm(_apply(probs, p, ctx.seed), v)
 
     @staticmethod
     @once_differentiable

@@ -11,12 +11,12 @@ them. The rest is arithmetic on parameter counts: gradients and AdamW's two mome
 bf16 compute copies where the CPU engine keeps them. The peak is what the process holds now (the interpreter,
 libraries, the data and the fp32 weights: measured, so nothing is guessed) plus those, plus a backward
 transient of four times the largest saved tensor (Budget.transient). Against the peak RSS that training then
-measured (README, "Planning"; when the transient counted two): 0.81-1.11 of it over minilm full/LoRA at batch 16 and 64 and smollm2
-full/LoRA at batch 4 and 8; short most on smollm2 LoRA (0.81-0.84), where the allocator keeps what the
-backward frees. The forwards run in the engine's training attention (`engine.measuring`): measured through
-SDPA's math path instead, minilm at 512 tokens was predicted at 11.2 GiB against 6.8 GiB held while its
-steps ran; now 4.6 against 5.4 (0.85), and 0.75 of the whole run's peak RSS (6.2 GiB: glibc keeps freed blocks
-while mmap is off, accel/cpu_malloc.py).
+measured (README, "Planning"): 0.81-1.01 of it over minilm full/LoRA at batch 16 and 64; smollm2 full/LoRA at
+batch 4 and 8 gave 0.81-0.91 when the transient counted two, short most on LoRA, where the allocator keeps
+what the backward frees. The forwards run in the engine's training attention (`engine.measuring`): measured
+through SDPA's math path instead, minilm at 512 tokens was predicted at 11.2 GiB against 6.8 GiB held while
+its steps ran; now 4.6 against 5.4 (0.85), and 0.75 of the whole run's peak RSS (6.2 GiB: glibc keeps freed
+blocks while mmap is off, accel/cpu_malloc.py).
 """
 from __future__ import annotations
 
